@@ -1,0 +1,29 @@
+"""Options and helpers every command shares: --root, --policy, --format, and writing output."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+RootOption = Annotated[
+    Path | None,
+    typer.Option("--root", help="Repository root (default: the nearest directory with .sops.yaml, walking up).",
+                 file_okay=False),
+]
+PolicyOption = Annotated[
+    Path | None,
+    typer.Option("--policy", help="Policy file or directory (default: <root>/policies)."),
+]
+
+
+def out(text: str) -> None:
+    """Write to stdout as given (callers add newlines), so JSON output is never mixed with logs."""
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def err(text: str) -> None:
+    sys.stderr.write(text if text.endswith("\n") else text + "\n")

@@ -1,0 +1,1 @@
+"""placeholder: the `generate` command group (being written)."""

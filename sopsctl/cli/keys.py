@@ -1,0 +1,1 @@
+"""placeholder: the `keys` command group (being written)."""

@@ -1,0 +1,1 @@
+"""placeholder: the `lint` command group (being written)."""

@@ -1,0 +1,101 @@
+"""The one atomic write helper, and finding the repository root: every file sopsctl writes goes through here."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+from .errors import InputError, RootNotFoundError
+
+CONFIG_NAME = ".sops.yaml"
+DEFAULT_POLICY_DIR = "policies"
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Makes the rename itself durable; some filesystems refuse O_RDONLY fsync on dirs.
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write(path: Path | str, data: bytes, *, mode: int | None = None, exclusive: bool = False) -> None:
+    """Write `data` to `path` so that readers see the old file or the new one, never a torn one.
+
+    The temp file lives in the same directory (same filesystem, so the rename is atomic), is
+    fsynced, gets the old file's mode (or `mode`, or 0644), then replaces the target. With
+    `exclusive`, an existing target is an error and is never replaced (used for key files).
+    """
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    if mode is None:
+        try:
+            mode = path.stat().st_mode & 0o7777
+        except FileNotFoundError:
+            mode = 0o644
+    if exclusive and path.exists():
+        raise InputError(f"{path}: already exists; refusing to overwrite it")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".sopsctl-tmp", dir=directory)
+    tmp = Path(tmp_name)
+    try:
+        # mkstemp creates 0600: the content is never readable by others before the chmod.
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        if exclusive:
+            try:
+                os.link(tmp, path)  # fails if the target appeared meanwhile
+            except FileExistsError:
+                raise InputError(f"{path}: already exists; refusing to overwrite it") from None
+            tmp.unlink()
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    _fsync_dir(directory)
+
+
+def read_bytes(path: Path | str, *, what: str = "file", limit: int = 64 * 1024 * 1024) -> bytes:
+    """Read an input file, turning OS errors into one clear InputError line."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > limit:
+            raise InputError(f"{path}: {what} is {size} bytes, over the {limit}-byte limit")
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: {what} not found") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, expected a {what}") from None
+    except PermissionError:
+        raise InputError(f"{path}: permission denied reading {what}") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
+
+
+def find_root(start: Path, explicit: Path | None = None) -> Path:
+    """The repo root: `--root`, else the nearest directory holding .sops.yaml walking up like sops.
+
+    A repository that has no .sops.yaml yet (first run) is found by its `policies/` folder.
+    """
+    if explicit is not None:
+        if not explicit.is_dir():
+            raise InputError(f"{explicit}: --root is not a directory")
+        return explicit.resolve()
+    start = start.resolve()
+    candidates = [start, *start.parents]
+    for directory in candidates:
+        if (directory / CONFIG_NAME).is_file():
+            return directory
+    for directory in candidates:
+        if (directory / DEFAULT_POLICY_DIR).is_dir():
+            return directory
+    raise RootNotFoundError.from_start(str(start))
