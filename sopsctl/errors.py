@@ -53,6 +53,3 @@ class PolicyError(SopsctlError):
         self.problems = list(problems)
         super().__init__("\n".join(str(p) for p in self.problems))
 
-
-class GenerateError(SopsctlError):
-    """The policy loads but cannot be turned into creation rules (e.g. a class with no reader)."""

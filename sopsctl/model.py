@@ -9,7 +9,7 @@ from typing import Literal
 ACTIVE = "active"
 RETIRED = "retired"
 
-Severity = Literal["error", "warning"]
+Severity = Literal["error", "warning", "note"]
 
 
 @dataclass(frozen=True, order=True)
@@ -174,7 +174,7 @@ class RuleKey:
     """One master key in a creation rule: the recipient string sops stores, and its policy name."""
 
     recipient: str
-    kind: Literal["age", "pgp"] = "age"
+    kind: str = "age"  # age, pgp, or a type sopsctl only reports: kms, gcp_kms, azure_keyvault, hc_vault
     name: str | None = None  # the policy key (or .sops.yaml anchor) it came from
 
 

