@@ -143,8 +143,13 @@ def compose(file: str, data: bytes) -> yaml.Node | None:
         if "[" in line_text and "{" in line_text:
             reason += ' (a `{` inside [ ] starts a YAML mapping: quote the item, e.g. ["identity:{identity}"])'
         raise YamlProblem(Problem("yaml", f"invalid YAML: {reason}", SourceRef(file, line))) from None
+    except yaml.reader.ReaderError as exc:  # a control character: report its line, not libyaml's blurb
+        line = text.count("\n", 0, exc.position) + 1
+        raise YamlProblem(Problem("yaml", f"invalid YAML: control character #x{exc.character:04x} is not "
+                                  "allowed", SourceRef(file, line))) from None
     except (yaml.YAMLError, RecursionError) as exc:
-        raise YamlProblem(Problem("yaml", f"invalid YAML: {exc}", SourceRef(file, 1))) from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise YamlProblem(Problem("yaml", f"invalid YAML: {first}", SourceRef(file, 1))) from None
     if len(documents) > 1:
         raise YamlProblem(Problem("yaml", "a policy file holds one YAML document, found several",
                                   SourceRef(file, documents[1].start_mark.line + 1)))
