@@ -212,3 +212,69 @@ class CreationRule:
             return self.path_regex or "(catch-all)"
         bound = ", ".join(f"{k}={v}" for k, v in self.binding)
         return f"{self.class_name} ({bound})" if bound else self.class_name
+
+
+# --- what an encrypted file says about itself, and what the audit finds --------------------
+
+
+@dataclass(frozen=True)
+class FileKey:
+    """One master key entry in a file's `sops` metadata (age recipient, pgp fp, kms arn, …)."""
+
+    kind: str  # age, pgp, kms, gcp_kms, azure_kv, hc_vault
+    recipient: str  # as stored; ssh recipients keep their comment
+    enc: str | None = None  # the wrapped data key (or share); never needed by audit
+
+
+@dataclass(frozen=True)
+class SopsMetadata:
+    """The `sops` entry of an encrypted file, in the form every format shares."""
+
+    groups: tuple[tuple[FileKey, ...], ...]
+    threshold: int | None = None  # shamir_threshold as written (None when absent)
+    layout: Literal["flat", "groups"] = "flat"
+    lastmodified: str | None = None
+    mac: str | None = None
+    version: str | None = None
+    options: tuple[tuple[str, object], ...] = ()  # encrypted_regex, unencrypted_suffix, mac_only_encrypted…
+
+    @property
+    def effective_threshold(self) -> int:
+        if len(self.groups) <= 1:
+            return 1
+        return self.threshold or len(self.groups)
+
+
+FINDING_KINDS = (
+    "missing-reader",
+    "unexpected-reader",
+    "unknown-recipient",
+    "retired-recipient",
+    "group-mismatch",
+    "plaintext",
+    "uncovered",
+    "fallback-only",
+    "stale-config",
+    "transitive-reader",
+    "unreadable",
+    "orphaned",
+)
+WARNING_KINDS = ("transitive-reader", "fallback-only", "orphaned")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One audit finding: one cause, one finding (SPEC §4 'Audit findings')."""
+
+    kind: str
+    path: str  # repo-relative, '/'-separated
+    message: str
+    fix: str  # one line, usually the command to run
+    subject: str | None = None  # identity:N, host:N, key:N, or the raw recipient
+    key: str | None = None  # the policy key's name
+    klass: str | None = None  # the governing class (rule label)
+    via: tuple[str, ...] = ()  # transitive-reader: the chain of key-bearing secrets
+
+    @property
+    def severity(self) -> Severity:
+        return "warning" if self.kind in WARNING_KINDS else "error"

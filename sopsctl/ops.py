@@ -114,3 +114,165 @@ def lint(repo: Repo) -> list:
 
     policy = load(repo)
     return lint_policy(policy, build_rules(policy), nested_configs(repo, policy))
+
+
+# -- audit: walking the secrets tree ----------------------------------------------------------------
+
+
+def _ignored(relative: str, patterns: tuple[str, ...]) -> bool:
+    from . import regexes
+    from .globs import glob_to_regex
+    from .policy import ALWAYS_SKIPPED
+
+    if relative.rsplit("/", 1)[-1] in ALWAYS_SKIPPED:
+        return True
+    return any(regexes.compile_search(glob_to_regex(p)).search(relative) for p in patterns)
+
+
+def secrets_files(repo: Repo, policy: Policy, paths: list[Path] | None = None) -> list[str]:
+    """Repo-relative paths to audit: PATH… as given, else every file under the secrets dirs."""
+    import os
+
+    roots = paths if paths else [repo.root / d for d in policy.settings.secrets_dirs]
+    found: list[str] = []
+    for base in roots:
+        base = base if base.is_absolute() else (Path.cwd() / base)
+        if base.is_file():
+            found.append(repo.display(base))
+            continue
+        if not base.is_dir():
+            if paths:
+                raise InputError(f"{base}: no such file or directory")
+            continue
+        for directory, dirnames, filenames in os.walk(base):
+            dirnames.sort()
+            for name in sorted(filenames):
+                full = Path(directory) / name
+                if not full.is_symlink():
+                    found.append(repo.display(full))
+    return [p for p in dict.fromkeys(found) if not _ignored(p, policy.settings.ignore)]
+
+
+def scan_file(root: Path, relative: str):  # type: ignore[no-untyped-def]
+    """Read one file's sops metadata; never raises for bad content (that is a finding)."""
+    from .audit import ScannedFile
+    from .formats import MetadataError, detect_format, read_metadata
+
+    fmt = detect_format(relative)
+    try:
+        data = read_bytes(root / relative, what="secret file")
+    except InputError as exc:
+        return ScannedFile(relative, fmt, error=str(exc))
+    try:
+        return ScannedFile(relative, fmt, metadata=read_metadata(data, fmt))
+    except MetadataError as exc:
+        return ScannedFile(relative, fmt, error=str(exc))
+
+
+def _scan_chunk(args: tuple[str, list[str]]) -> list:
+    root, chunk = args
+    return [scan_file(Path(root), relative) for relative in chunk]
+
+
+def scan_files(repo: Repo, relatives: list[str], progress=None) -> list:  # type: ignore[no-untyped-def]
+    """Scan files, in two processes when there are enough to pay for the second one."""
+    import os
+
+    workers = min(os.cpu_count() or 1, 4)
+    if len(relatives) < 2000 or workers < 2:
+        result = []
+        for relative in relatives:
+            result.append(scan_file(repo.root, relative))
+            if progress:
+                progress(1)
+        return result
+    import multiprocessing
+
+    size = max(200, len(relatives) // (workers * 4))
+    chunks = [(str(repo.root), relatives[i:i + size]) for i in range(0, len(relatives), size)]
+    result = []
+    context = multiprocessing.get_context("fork") if hasattr(os, "fork") else multiprocessing.get_context()
+    with context.Pool(workers) as pool:
+        for part in pool.imap(_scan_chunk, chunks):
+            result.extend(part)
+            if progress:
+                progress(len(part))
+    return result
+
+
+def run_audit(repo: Repo, paths: list[Path] | None = None, progress=None):  # type: ignore[no-untyped-def]
+    from .audit import audit
+
+    policy = load(repo)
+    text, generated = generated_config(repo, policy)
+    relatives = secrets_files(repo, policy, paths)
+    scanned = scan_files(repo, relatives, progress)
+    stale = not check_config(repo, text).up_to_date
+    return policy, audit(policy, generated.rules, scanned, config_stale=stale)
+
+
+def who(repo: Repo, path: Path):  # type: ignore[no-untyped-def]
+    """Readers of a file from its own metadata, or from the policy's rule when it does not exist yet."""
+    from .audit import KeyIndex
+    from .audit import who as who_report
+    from .engine import match_rule
+    from .model import FileKey
+
+    policy = load(repo)
+    index = KeyIndex.build(policy)
+    full = path if path.is_absolute() else Path.cwd() / path
+    relative = repo.display(full)
+    if full.exists():
+        scanned = scan_file(repo.root, relative)
+        if scanned.error:
+            raise InputError(f"{relative}: {scanned.error}")
+        if scanned.metadata is None:
+            raise InputError(f"{relative}: not SOPS-encrypted, so nobody's key is needed to read it")
+        meta = scanned.metadata
+        return who_report(relative, meta.groups, meta.effective_threshold, "file", index)
+    _, generated = generated_config(repo, policy)
+    position = match_rule(generated.rules, relative)
+    if position is None:
+        raise InputError(f"{relative}: does not exist and no class governs it (sops would refuse to create it)")
+    rule = generated.rules[position]
+    groups = tuple(tuple(FileKey(k.kind, k.recipient) for k in g) for g in rule.key_groups)
+    return who_report(relative, groups, rule.effective_threshold, "policy", index)
+
+
+def access(repo: Repo, selector_text: str):  # type: ignore[no-untyped-def]
+    """(subject label, accesses) for a selector: the files its keys open, directly or transitively."""
+    from .audit import KeyIndex, ReadGraph
+    from .engine import Resolver
+    from .errors import UsageError
+    from .policy import check_references, parse_selector
+
+    policy = load(repo)
+    try:
+        selector = parse_selector(selector_text, None)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    bad = check_references(policy, [], []) + [p for p in _selector_problems(policy, selector)]
+    if bad:
+        raise InputError("; ".join(p.message for p in bad))
+    resolver = Resolver(policy)
+    keys = set(resolver.keys_of(selector, {}))
+    if selector.kind in ("identity", "host"):  # retired entities still read what they were given
+        entity = (policy.identities if selector.kind == "identity" else policy.hosts)[selector.arg or ""]
+        keys |= set(entity.keys)
+    elif selector.kind == "key":
+        keys.add(selector.arg or "")
+    index = KeyIndex.build(policy)
+    relatives = secrets_files(repo, policy)
+    scanned = scan_files(repo, relatives)
+    return str(selector), ReadGraph(policy, index, scanned).access(keys)
+
+
+def _selector_problems(policy: Policy, selector):  # type: ignore[no-untyped-def]
+    from .model import Problem
+
+    tables = {"identity": policy.identities, "hosts-of": policy.identities, "host": policy.hosts,
+              "admins-of": policy.hosts, "users-of": policy.hosts, "primary-of": policy.hosts,
+              "key": policy.keys, "group": policy.groups}
+    table = tables.get(selector.kind)
+    if table is not None and selector.arg not in table:
+        yield Problem("reference", f"'{selector}' names no {selector.kind.split('-')[0]} '{selector.arg}'")

@@ -29,13 +29,18 @@ def err(text: str) -> None:
     sys.stderr.write(text if text.endswith("\n") else text + "\n")
 
 
-def _format_choice(value: str) -> str:
-    if value not in ("text", "json"):
-        raise typer.BadParameter("must be 'text' or 'json'")
-    return value
+def choice(allowed: tuple[str, ...]):  # type: ignore[no-untyped-def]
+    """A typer callback that accepts only the given words (clear usage error, exit 2, otherwise)."""
+
+    def check(value: str) -> str:
+        if value not in allowed:
+            raise typer.BadParameter(f"must be one of: {', '.join(allowed)}")
+        return value
+
+    return check
 
 
 FormatOption = Annotated[
     str,
-    typer.Option("--format", help="Output format: text or json.", callback=_format_choice),
+    typer.Option("--format", help="Output format: text or json.", callback=choice(("text", "json"))),
 ]

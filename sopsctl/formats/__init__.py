@@ -1,0 +1,126 @@
+"""Read the `sops` metadata of an encrypted file in any format sops writes (YAML, JSON, dotenv, INI, binary)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+from ..model import FileKey, SopsMetadata
+
+FORMATS = ("yaml", "json", "dotenv", "ini", "binary")
+OPTION_FIELDS = (
+    "unencrypted_suffix", "encrypted_suffix", "unencrypted_regex", "encrypted_regex",
+    "unencrypted_comment_regex", "encrypted_comment_regex", "mac_only_encrypted",
+)
+# Master key lists sops writes, and the field that names each entry's key.
+KEY_LISTS = {"age": "recipient", "pgp": "fp", "kms": "arn", "gcp_kms": "resource_id", "azure_kv": "vaultUrl",
+             "hc_vault": "vault_address", "hckms": "key_id"}
+
+
+class MetadataError(ValueError):
+    """The file claims to be SOPS-encrypted but its metadata is malformed."""
+
+
+def detect_format(path: str) -> str:
+    """The store sops picks by file name (cmd/sops/formats FormatForPath)."""
+    name = path.rsplit("/", 1)[-1]
+    if name.endswith((".yaml", ".yml")):
+        return "yaml"
+    if name.endswith(".json"):
+        return "json"
+    if name.endswith(".env"):
+        return "dotenv"
+    if name.endswith(".ini"):
+        return "ini"
+    return "binary"
+
+
+def read_metadata(data: bytes, fmt: str) -> SopsMetadata | None:
+    """The file's metadata; None when it is not SOPS-encrypted; MetadataError when it claims to be but is broken."""
+    if fmt == "yaml":
+        from .yamlmeta import read_yaml_metadata
+
+        return read_yaml_metadata(data)
+    if fmt in ("json", "binary"):
+        return _read_json(data, fmt)
+    from .flat import read_flat_metadata
+
+    return read_flat_metadata(data, fmt)
+
+
+def _read_json(data: bytes, fmt: str) -> SopsMetadata | None:
+    try:
+        document = json.loads(data)
+    except (ValueError, RecursionError):
+        if data.lstrip()[:1] == b"{" and b'"sops"' in data:  # a JSON document that lost its end
+            raise MetadataError("not valid JSON, though it has a sops entry") from None
+        return None  # a plain file: binary secrets that were never encrypted look like this
+    if not isinstance(document, dict) or "sops" not in document:
+        return None
+    return metadata_from_mapping(document["sops"])
+
+
+def _entry_key(kind: str, entry: Mapping) -> str:
+    field = KEY_LISTS[kind]
+    value = entry.get(field)
+    if kind == "azure_kv" and value:
+        return f"{value}/keys/{entry.get('name', entry.get('key', ''))}"
+    if kind == "hc_vault" and value:
+        return f"{value}/v1/{entry.get('engine_path', '')}/keys/{entry.get('key_name', '')}"
+    if not isinstance(value, str) or not value:
+        raise MetadataError(f"a {kind} entry has no {field}")
+    return value
+
+
+def _group(mapping: Mapping, where: str) -> tuple[FileKey, ...]:
+    keys: list[FileKey] = []
+    for kind in KEY_LISTS:
+        entries = mapping.get(kind)
+        if entries in (None, "", []):
+            continue
+        if not isinstance(entries, list):
+            raise MetadataError(f"{where}{kind} must be a list")
+        for entry in entries:
+            if not isinstance(entry, Mapping):
+                raise MetadataError(f"{where}{kind} entries must be mappings")
+            enc = entry.get("enc")
+            keys.append(FileKey(kind, _entry_key(kind, entry).strip(), enc if isinstance(enc, str) else None))
+    return tuple(keys)
+
+
+def metadata_from_mapping(meta: object) -> SopsMetadata:
+    """Validate a decoded `sops` mapping the way sops reads it (stores.Metadata.ToInternal)."""
+    if not isinstance(meta, Mapping):
+        raise MetadataError("the sops entry is not a mapping")
+    for field in ("mac", "version"):
+        if not isinstance(meta.get(field), str) or not meta.get(field):
+            raise MetadataError(f"the sops entry has no {field}")
+    flat = _group(meta, "")
+    layout = "flat"
+    if flat:
+        groups: tuple[tuple[FileKey, ...], ...] = (flat,)
+    else:
+        raw_groups = meta.get("key_groups")
+        if not isinstance(raw_groups, list) or not raw_groups:
+            raise MetadataError("no keys found in the sops entry")
+        groups = tuple(_group(g, f"key_groups[{i}].") if isinstance(g, Mapping) else _bad_group(i)
+                       for i, g in enumerate(raw_groups))
+        layout = "groups"
+        if any(not g for g in groups):
+            raise MetadataError("a key group is empty")
+    threshold = meta.get("shamir_threshold")
+    if threshold in (None, ""):
+        threshold = None
+    else:
+        try:
+            threshold = int(threshold)  # dotenv and INI store it as a string
+        except (TypeError, ValueError):
+            raise MetadataError(f"shamir_threshold is not a number: {threshold!r}") from None
+    options = tuple((k, meta[k]) for k in OPTION_FIELDS if meta.get(k) not in (None, "", False, "false"))
+    lastmodified = meta.get("lastmodified")
+    return SopsMetadata(groups, threshold or None, layout, str(lastmodified) if lastmodified else None,
+                        meta["mac"], meta["version"], options)
+
+
+def _bad_group(index: int) -> tuple[FileKey, ...]:
+    raise MetadataError(f"key_groups[{index}] is not a mapping")
