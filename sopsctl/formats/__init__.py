@@ -116,7 +116,9 @@ def metadata_from_mapping(meta: object) -> SopsMetadata:
             threshold = int(threshold)  # dotenv and INI store it as a string
         except (TypeError, ValueError):
             raise MetadataError(f"shamir_threshold is not a number: {threshold!r}") from None
-    options = tuple((k, meta[k]) for k in OPTION_FIELDS if meta.get(k) not in (None, "", False, "false"))
+    # dotenv, INI and the YAML scanner give strings; the mapping form has real types: agree on one.
+    options = tuple((k, True if k == "mac_only_encrypted" else str(meta[k])) for k in OPTION_FIELDS
+                    if meta.get(k) not in (None, "", False, "false", "False"))
     lastmodified = meta.get("lastmodified")
     return SopsMetadata(groups, threshold or None, layout, str(lastmodified) if lastmodified else None,
                         meta["mac"], meta["version"], options)
