@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
+from typing import NamedTuple
 
-from .engine import match_rule
+from .engine import RuleMatcher
 from .model import CreationRule, FileKey, Finding, Policy, SopsMetadata
 from .policy import key_owners
 
@@ -23,8 +24,9 @@ class ScannedFile:
     error: str | None = None  # set when the file claims to be SOPS but its metadata is broken
 
 
-@dataclass(frozen=True)
-class RecipientView:
+class RecipientView(NamedTuple):
+    """A file's recipient with the policy key and subject it belongs to (NamedTuple: built per recipient)."""
+
     recipient: str
     group: int
     key: str | None
@@ -74,7 +76,8 @@ class KeyIndex:
 
     policy: Policy
     by_recipient: dict[str, str] = field(default_factory=dict)
-    subject_of: dict[str, str] = field(default_factory=dict)
+    subject_of: dict[str, str] = field(default_factory=dict)  # who a finding names (key:N when retired)
+    owner_of: dict[str, str] = field(default_factory=dict)  # who holds the key, retired or not
     retired: set[str] = field(default_factory=set)
 
     @classmethod
@@ -86,6 +89,7 @@ class KeyIndex:
             for recipient in key.recipients:
                 index.by_recipient.setdefault(normalize_recipient(recipient), name)
             owner = owners[name]
+            index.owner_of[name] = str(owner)
             owner_entity = entities.get(owner.kind, {}).get(owner.name)
             if not key.active:
                 index.retired.add(name)
@@ -97,7 +101,12 @@ class KeyIndex:
         return index
 
     def key_of(self, recipient: str) -> str | None:
-        return self.by_recipient.get(normalize_recipient(recipient))
+        found = self.by_recipient.get(recipient)  # the common case: an age recipient, already normal
+        return found if found is not None else self.by_recipient.get(normalize_recipient(recipient))
+
+    def view(self, key: FileKey, group: int) -> RecipientView:
+        name = self.key_of(key.recipient)
+        return RecipientView(key.recipient, group, name, self.owner_of.get(name) if name else None, key.kind)
 
     def subject(self, recipient: str) -> str:
         name = self.key_of(recipient)
@@ -128,8 +137,8 @@ def can_read(keys: Iterable[str], groups: Sequence[set[str]], threshold: int) ->
 FIX_REKEY = "sops updatekeys -y {path}"
 
 
-def _file_findings(path: str, metadata: SopsMetadata, rule: CreationRule, index: KeyIndex) -> list[Finding]:
-    label = rule.label()
+def _file_findings(path: str, metadata: SopsMetadata, rule: CreationRule, label: str,
+                   index: KeyIndex) -> list[Finding]:
     findings: list[Finding] = []
 
     def add(kind: str, message: str, fix: str, subject: str | None = None, key: str | None = None) -> None:
@@ -162,9 +171,10 @@ def _file_findings(path: str, metadata: SopsMetadata, rule: CreationRule, index:
                     "grant it", FIX_REKEY, subject, name)
         if rule_group is None:
             continue
-        present = {normalize_recipient(k.recipient) for k in file_group}
+        present = {k.recipient if k.recipient.startswith("age1") else normalize_recipient(k.recipient)
+                   for k in file_group}
         for rule_key in rule_group:
-            if normalize_recipient(rule_key.recipient) in present:
+            if rule_key.recipient in present or normalize_recipient(rule_key.recipient) in present:
                 continue
             name = rule_key.name
             subject = index.subject_of.get(name or "", rule_key.recipient)
@@ -196,13 +206,15 @@ def audit(
     findings: list[Finding] = []
     audited: list[AuditedFile] = []
     fallback = policy.settings.fallback
+    matcher = RuleMatcher(rules)
+    labels = [rule.label() for rule in rules]
     if config_stale:
         findings.append(Finding("stale-config", ".sops.yaml", ".sops.yaml differs from what the policy generates",
                                 "sopsctl generate"))
     for scanned in files:
-        rule_index = match_rule(rules, scanned.path)
+        rule_index = matcher.match(scanned.path)
         rule = rules[rule_index] if rule_index is not None else None
-        label = rule.label() if rule else None
+        label = labels[rule_index] if rule_index is not None else None
         if scanned.error is not None:
             findings.append(Finding("unreadable", scanned.path, f"SOPS metadata is malformed: {scanned.error}",
                                     "restore it from version control; sops cannot decrypt it either", klass=label))
@@ -215,10 +227,7 @@ def audit(
             audited.append(AuditedFile(scanned.path, scanned.format, "plaintext", rule_index, label, None))
             continue
         metadata = scanned.metadata
-        recipients = tuple(
-            RecipientView(k.recipient, g, index.key_of(k.recipient),
-                          index.subject_of.get(index.key_of(k.recipient) or ""), k.kind)
-            for g, group in enumerate(metadata.groups) for k in group)
+        recipients = tuple(index.view(k, g) for g, group in enumerate(metadata.groups) for k in group)
         audited.append(AuditedFile(scanned.path, scanned.format, "encrypted", rule_index, label,
                                    metadata.effective_threshold, recipients))
         if rule is None:
@@ -229,7 +238,7 @@ def audit(
         if fallback is not None and rule.class_name == fallback:
             findings.append(Finding("fallback-only", scanned.path, f"only the fallback class '{fallback}' governs "
                                     "this file", "give it a class of its own", klass=label))
-        findings += _file_findings(scanned.path, metadata, rule, index)
+        findings += _file_findings(scanned.path, metadata, rule, labels[rule_index], index)
     findings += transitive_findings(policy, index, files, {a.path: a.klass for a in audited})
     order = {kind: i for i, kind in enumerate(_KIND_ORDER)}
     findings.sort(key=lambda f: (f.path, order.get(f.kind, 99), f.subject or "", f.key or ""))
@@ -344,6 +353,8 @@ class ReadGraph:
 
 def transitive_findings(policy: Policy, index: KeyIndex, files: Sequence[ScannedFile],
                         classes: Mapping[str, str | None]) -> list[Finding]:
+    if not policy.key_bearing:
+        return []
     graph = ReadGraph(policy, index, files)
     if not graph.holders:
         return []
@@ -386,14 +397,12 @@ class WhoReport:
 
 
 def who(path: str, groups: Sequence[Sequence[FileKey]], threshold: int, source: str, index: KeyIndex) -> WhoReport:
-    views = tuple(tuple(RecipientView(k.recipient, g, index.key_of(k.recipient),
-                                      index.subject_of.get(index.key_of(k.recipient) or ""), k.kind)
-                        for k in group) for g, group in enumerate(groups))
+    views = tuple(tuple(index.view(k, g) for k in group) for g, group in enumerate(groups))
     covers: dict[str, set[int]] = {}
     keys_of: dict[str, set[str]] = {}
     for g, group in enumerate(views):
         for view in group:
-            subject = view.owner or normalize_recipient(view.recipient)
+            subject = index.subject_of[view.key] if view.key else normalize_recipient(view.recipient)
             covers.setdefault(subject, set()).add(g)
             keys_of.setdefault(subject, set()).add(view.key or normalize_recipient(view.recipient))
     readers = tuple(Reader(s, tuple(sorted(keys_of[s])), len(covers[s]) >= threshold) for s in sorted(covers))

@@ -8,6 +8,11 @@ from .audit import Access, AuditReport, RecipientView, WhoReport
 from .model import Finding
 
 
+def _indent(size: int) -> int | None:
+    """Indented JSON for people; past a few hundred files, compact (the C encoder is ~10x faster)."""
+    return 2 if size <= 200 else None
+
+
 def finding_json(finding: Finding) -> dict:
     return {"kind": finding.kind, "severity": finding.severity, "path": finding.path, "subject": finding.subject,
             "key": finding.key, "class": finding.klass, "message": finding.message, "fix": finding.fix,
@@ -28,7 +33,7 @@ def audit_json(report: AuditReport) -> str:
                    "threshold": f.threshold, "recipients": [_recipient_json(r) for r in f.recipients]}
                   for f in report.files],
         "summary": {"files": len(report.files), "errors": report.errors, "warnings": report.warnings},
-    }, indent=2) + "\n"
+    }, indent=_indent(len(report.files))) + "\n"
 
 
 def audit_text(report: AuditReport) -> str:

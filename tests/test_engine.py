@@ -163,3 +163,40 @@ def test_generated_rules_read_back_give_each_path_the_granted_readers(fleet: Fle
         index = match_rule(rules, path)
         got = None if index is None else {k.recipient for g in rules[index].key_groups for k in g}
         assert got == _granted(fleet, path), path
+
+
+_PATH_PARTS = st.sampled_from(["secrets", "hosts", "a", "b", "x.yaml", "y.json", "dev", "prod", "s.env"])
+_GLOBS = st.lists(st.sampled_from(["secrets", "hosts", "a", "b", "*", "**", "*.yaml", "{a,b}", "x.yaml", "[ab]"]),
+                  min_size=1, max_size=4).map("/".join)
+_REGEXES = st.sampled_from(["dev", "\\.json$", "^secrets/a", "^a|b$", "^(a|secrets)/", "x\\.yaml", "^secrets/[ab]+/"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(patterns=st.lists(st.one_of(_GLOBS, _REGEXES, st.none()), min_size=1, max_size=8),
+       paths=st.lists(st.lists(_PATH_PARTS, min_size=1, max_size=4).map("/".join), min_size=1, max_size=10))
+def test_rule_matcher_agrees_with_first_match(patterns, paths) -> None:
+    from sopsctl.engine import RuleMatcher
+    from sopsctl.globs import glob_to_regex
+
+    rules = []
+    for pattern in patterns:
+        if pattern is not None and not pattern.startswith(("^", "\\")) and pattern not in ("dev", "x\\.yaml"):
+            try:
+                pattern = glob_to_regex(pattern)
+            except ValueError:
+                continue
+        rules.append(CreationRule(pattern, ((RuleKey("k"),),)))
+    matcher = RuleMatcher(rules)
+    for path in paths:
+        assert matcher.match(path) == match_rule(rules, path), (path, [r.path_regex for r in rules])
+
+
+def test_literal_prefix() -> None:
+    from sopsctl.engine import literal_prefix
+
+    assert literal_prefix("^secrets/hosts/web1/.*$") == "secrets/hosts/web1/"
+    assert literal_prefix(r"^secrets/a\.yaml$") == "secrets/a.yaml"
+    assert literal_prefix("^ab*c") == "a"  # b may vanish
+    assert literal_prefix("^a|b") == ""  # the anchor covers one branch only
+    assert literal_prefix("secrets/a") == ""  # unanchored: found anywhere
+    assert literal_prefix("^(?:a|b)/x") == ""

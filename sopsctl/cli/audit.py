@@ -14,7 +14,7 @@ from .common import FormatOption, PolicyOption, RootOption, choice, out
 AUDIT_FORMATS = ("text", "json", "markdown", "sarif")
 
 
-def _progress(total: int):  # type: ignore[no-untyped-def]
+def _progress(total: int):  # type: ignore[no-untyped-def]  # called by run_audit once it knows the total
     """A progress bar on a terminal for long runs; nothing otherwise (JSON must stay clean)."""
     if total < 500 or not sys.stderr.isatty():
         return None
@@ -43,9 +43,7 @@ def audit(
     from .. import ops, reports
 
     repo = ops.open_repo(Path.cwd(), root, policy)
-    loaded = ops.load(repo)
-    relatives = ops.secrets_files(repo, loaded, paths)
-    _, report = ops.run_audit(repo, paths, _progress(len(relatives)))
+    _, report = ops.run_audit(repo, paths, _progress)
     if output_format == "json":
         out(reports.audit_json(report))
     elif output_format in ("markdown", "sarif"):

@@ -81,7 +81,7 @@ def _group(mapping: Mapping, where: str) -> tuple[FileKey, ...]:
         if not isinstance(entries, list):
             raise MetadataError(f"{where}{kind} must be a list")
         for entry in entries:
-            if not isinstance(entry, Mapping):
+            if not isinstance(entry, dict):
                 raise MetadataError(f"{where}{kind} entries must be mappings")
             enc = entry.get("enc")
             keys.append(FileKey(kind, _entry_key(kind, entry).strip(), enc if isinstance(enc, str) else None))
@@ -90,38 +90,47 @@ def _group(mapping: Mapping, where: str) -> tuple[FileKey, ...]:
 
 def metadata_from_mapping(meta: object) -> SopsMetadata:
     """Validate a decoded `sops` mapping the way sops reads it (stores.Metadata.ToInternal)."""
-    if not isinstance(meta, Mapping):
+    if not isinstance(meta, dict):
         raise MetadataError("the sops entry is not a mapping")
-    for field in ("mac", "version"):
-        if not isinstance(meta.get(field), str) or not meta.get(field):
-            raise MetadataError(f"the sops entry has no {field}")
     flat = _group(meta, "")
-    layout = "flat"
-    if flat:
-        groups: tuple[tuple[FileKey, ...], ...] = (flat,)
-    else:
-        raw_groups = meta.get("key_groups")
-        if not isinstance(raw_groups, list) or not raw_groups:
-            raise MetadataError("no keys found in the sops entry")
-        groups = tuple(_group(g, f"key_groups[{i}].") if isinstance(g, Mapping) else _bad_group(i)
-                       for i, g in enumerate(raw_groups))
-        layout = "groups"
-        if any(not g for g in groups):
+    raw_groups = meta.get("key_groups")
+    groups = None
+    if not flat and isinstance(raw_groups, list) and raw_groups:
+        groups = [_group(g, f"key_groups[{i}].") if isinstance(g, dict) else _bad_group(i)
+                  for i, g in enumerate(raw_groups)]
+    elif not flat and raw_groups not in (None, "", []):
+        raise MetadataError("key_groups must be a list")
+    return build_metadata(meta, flat, groups)
+
+
+def build_metadata(scalars: dict, flat: tuple[FileKey, ...] | list[FileKey],
+                   groups: list[tuple[FileKey, ...]] | list[list[FileKey]] | None) -> SopsMetadata:
+    """The checks every reader shares: mac and version present, some keys, a numeric threshold."""
+    for field in ("mac", "version"):
+        if not isinstance(scalars.get(field), str) or not scalars.get(field):
+            raise MetadataError(f"the sops entry has no {field}")
+    if flat:  # sops reads the flat lists first and ignores key_groups then
+        layout, final = "flat", (tuple(flat),)
+    elif groups:
+        layout, final = "groups", tuple(tuple(g) for g in groups)
+        if any(not g for g in final):
             raise MetadataError("a key group is empty")
-    threshold = meta.get("shamir_threshold")
+    else:
+        raise MetadataError("no keys found in the sops entry")
+    threshold = scalars.get("shamir_threshold")
     if threshold in (None, ""):
         threshold = None
     else:
         try:
-            threshold = int(threshold)  # dotenv and INI store it as a string
+            threshold = int(threshold)  # dotenv, INI and the YAML scanner give it as a string
         except (TypeError, ValueError):
             raise MetadataError(f"shamir_threshold is not a number: {threshold!r}") from None
     # dotenv, INI and the YAML scanner give strings; the mapping form has real types: agree on one.
-    options = tuple((k, True if k == "mac_only_encrypted" else str(meta[k])) for k in OPTION_FIELDS
-                    if meta.get(k) not in (None, "", False, "false", "False"))
-    lastmodified = meta.get("lastmodified")
-    return SopsMetadata(groups, threshold or None, layout, str(lastmodified) if lastmodified else None,
-                        meta["mac"], meta["version"], options)
+    options = tuple((k, True if k == "mac_only_encrypted" else str(scalars[k])) for k in OPTION_FIELDS
+                    if scalars.get(k) not in (None, "", False, "false", "False"))
+    lastmodified = scalars.get("lastmodified")
+    return SopsMetadata(final, threshold or None, layout, str(lastmodified) if lastmodified else None,
+                        scalars["mac"], scalars["version"], options)
 
 
 def _bad_group(index: int) -> tuple[FileKey, ...]:

@@ -65,7 +65,7 @@ def _slow(block: bytes):
 def _strip_enc(meta):
     from dataclasses import replace
 
-    return replace(meta, groups=tuple(tuple(replace(k, enc=None) for k in g) for g in meta.groups))
+    return replace(meta, groups=tuple(tuple(k._replace(enc=None) for k in g) for g in meta.groups))
 
 
 def test_fast_scanner_agrees_with_libyaml_on_every_real_file(vectors: Path, real_fleet: Path) -> None:
@@ -74,7 +74,7 @@ def test_fast_scanner_agrees_with_libyaml_on_every_real_file(vectors: Path, real
     for path in files:
         block = _sops_block(path.read_bytes())
         assert block is not None, path
-        assert metadata_from_mapping(_scan(block)) == _strip_enc(_slow(block)), path
+        assert _scan(block) == _strip_enc(_slow(block)), path
 
 
 def _emit_block(groups: list[list[str]], threshold: int, indent: int, sorted_keys: bool) -> str:
