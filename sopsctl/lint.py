@@ -15,7 +15,7 @@ def lint_policy(policy: Policy, generated: Generated, nested_configs: Sequence[s
     """Every problem of a loaded policy, errors first, in a stable order."""
     classes = {cls.name: cls for cls in policy.classes}
     problems = list(generated.problems)
-    problems += _lockout(policy, generated.rules, classes)
+    problems += lockout_problems(policy, generated.rules)
     problems += _reachability(generated.rules, classes)
     problems += _unused(policy, generated.rules)
     problems += _vacuous_selectors(policy)
@@ -26,8 +26,9 @@ def lint_policy(policy: Policy, generated: Generated, nested_configs: Sequence[s
     return sorted(problems, key=lambda p: (order[p.severity], p.source or SourceRef("", 0), p.message))
 
 
-def _lockout(policy: Policy, rules: Sequence[CreationRule], classes: dict[str, PolicyClass]) -> list[Problem]:
+def lockout_problems(policy: Policy, rules: Sequence[CreationRule]) -> list[Problem]:
     """A rule nobody trusted can open alone is one lost laptop away from being unreadable."""
+    classes = {cls.name: cls for cls in policy.classes}
     resolver = Resolver(policy)
     trusted: dict[str, set[str]] = {}
     for name in sorted(policy.identities):

@@ -276,3 +276,62 @@ def _selector_problems(policy: Policy, selector):  # type: ignore[no-untyped-def
     table = tables.get(selector.kind)
     if table is not None and selector.arg not in table:
         yield Problem("reference", f"'{selector}' names no {selector.kind.split('-')[0]} '{selector.arg}'")
+
+
+# -- life events: edit the policy, regenerate, list what changes -------------------------------------
+
+
+@dataclass(frozen=True)
+class LifeEvent:
+    """What a life event did (or, with --dry-run, would do)."""
+
+    policy_diff: str
+    changes: list  # FileChange
+    notes: list[str]
+    written: list[str]
+
+
+def _source_path(repo: Repo, name: str) -> Path:
+    path = Path(name)
+    return path if path.is_absolute() else repo.root / path
+
+
+def life_event(repo: Repo, edit, *, dry_run: bool = False, force: bool = False) -> LifeEvent:  # type: ignore[no-untyped-def]
+    """Apply `edit(editor, policy) -> notes` to the policy files, validate, regenerate, report.
+
+    Nothing is written unless the edited policy loads, generates, and (without `force`) keeps
+    every class readable by an admin or an always_readers key.
+    """
+    from .audit import KeyIndex
+    from .changes import access_changes
+    from .lint import lockout_problems
+    from .policyedit import PolicyEditor
+
+    sources = read_policy_sources(repo)
+    old_policy = load_policy(sources)
+    editor = PolicyEditor.load(sources)
+    notes = list(edit(editor, old_policy))
+    edited = {name: new for name, _, new in editor.texts()}
+    new_sources = [(name, edited.get(name, data)) for name, data in sources]
+    new_policy = load_policy(new_sources)
+    new_text, new_generated = generated_config(repo, new_policy)
+    old_rules = build_rules(old_policy).rules
+    before = {p.message for p in lockout_problems(old_policy, old_rules)}
+    lockouts = [p for p in lockout_problems(new_policy, new_generated.rules) if p.message not in before]
+    if lockouts and not force:
+        raise PolicyError([*lockouts, "refusing the change (nothing was written); rerun with --force to make it "
+                           "anyway"])
+    diff = "".join(
+        "".join(difflib.unified_diff(old.decode().splitlines(keepends=True), new.decode().splitlines(keepends=True),
+                                     fromfile=f"a/{name}", tofile=f"b/{name}"))
+        for name, old, new in editor.texts())
+    changes = access_changes(secrets_files(repo, new_policy), old_rules, new_generated.rules,
+                             KeyIndex.build(old_policy).subject_of, KeyIndex.build(new_policy).subject_of)
+    written: list[str] = []
+    if not dry_run:
+        for name, _, new in editor.texts():
+            atomic_write(_source_path(repo, name), new)
+            written.append(name)
+        write_config(repo, new_text)
+        written.append(repo.display(repo.config_path))
+    return LifeEvent(diff, changes, notes, written)

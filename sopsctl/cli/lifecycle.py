@@ -1,0 +1,125 @@
+"""`sopsctl host|identity|key …`: life events that edit the policy, regenerate .sops.yaml and list what changes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from . import app
+from .common import PolicyOption, RootOption, err, out
+
+host_app = typer.Typer(help="Onboard, re-key and retire hosts.", no_args_is_help=True)
+identity_app = typer.Typer(help="Add and retire people and services.", no_args_is_help=True)
+key_app = typer.Typer(help="Retire a key.", no_args_is_help=True)
+app.add_typer(host_app, name="host")
+app.add_typer(identity_app, name="identity")
+app.add_typer(key_app, name="key")
+
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Show the policy edit and the access changes; change nothing.")]
+Force = Annotated[bool, typer.Option("--force", help="Make the change even if some class loses every admin reader.")]
+Rekey = Annotated[bool, typer.Option("--rekey", help="Re-key the files whose readers change, right after.")]
+SshKey = Annotated[str | None, typer.Option("--ssh-key", help="An ssh-ed25519 public key line.")]
+SshKeyFile = Annotated[Path | None, typer.Option("--ssh-key-file", help="e.g. a copy of /etc/ssh/ssh_host_ed25519_key.pub",
+                                                 dir_okay=False)]
+Age = Annotated[str | None, typer.Option("--age", help="An age1… recipient.")]
+
+
+def _key_spec(ssh_key: str | None, ssh_key_file: Path | None, age: str | None):  # type: ignore[no-untyped-def]
+    from ..fsutil import read_bytes
+    from ..lifecycle import KeySpec
+
+    text = read_bytes(ssh_key_file, what="ssh public key file", limit=64 * 1024).decode("utf-8", "replace") \
+        if ssh_key_file else None
+    return KeySpec.from_options(ssh_key, text, age)
+
+
+def _run(edit, root: Path | None, policy: Path | None, dry_run: bool, force: bool, rekey: bool) -> None:  # type: ignore[no-untyped-def]
+    from .. import ops
+    from ..changes import describe
+
+    repo = ops.open_repo(Path.cwd(), root, policy)
+    result = ops.life_event(repo, edit, dry_run=dry_run, force=force)
+    if dry_run:
+        out(result.policy_diff)
+    for note in result.notes:
+        err(f"sopsctl: {note}")
+    lines = describe(result.changes)
+    verb = "would change" if dry_run else "change"
+    out(f"{len(lines)} file(s) whose readers {verb}:\n" + "".join(f"  {line}\n" for line in lines))
+    if not dry_run:
+        err(f"sopsctl: wrote {', '.join(result.written)}")
+        if rekey:
+            from .rekey import rekey_paths
+
+            rekey_paths(repo, [c.path for c in result.changes if not c.uncovered])
+        elif result.changes:
+            err("sopsctl: the files above still have their old recipients: run `sopsctl rekey` (or pass --rekey)")
+
+
+@host_app.command("add")
+def host_add(
+    name: Annotated[str, typer.Argument(help="The host's name.")],
+    ssh_key: SshKey = None, ssh_key_file: SshKeyFile = None, age: Age = None,
+    platform: Annotated[str | None, typer.Option("--platform", help="darwin, nixos, linux, …")] = None,
+    user: Annotated[list[str] | None, typer.Option("--user", help="ACCOUNT=primary|admin|user (repeatable).")] = None,
+    root: RootOption = None, policy: PolicyOption = None, dry_run: DryRun = False, force: Force = False,
+    rekey: Rekey = False,
+) -> None:
+    """Onboard a host: add its key (ssh host key converted to age) and regenerate."""
+    from .. import lifecycle
+
+    edit = lifecycle.host_add(name, _key_spec(ssh_key, ssh_key_file, age), platform, user or [])
+    _run(edit, root, policy, dry_run, force, rekey)
+
+
+@host_app.command("set-key")
+def host_set_key(
+    name: Annotated[str, typer.Argument(help="The host's name.")],
+    ssh_key: SshKey = None, ssh_key_file: SshKeyFile = None, age: Age = None,
+    root: RootOption = None, policy: PolicyOption = None, dry_run: DryRun = False, force: Force = False,
+    rekey: Rekey = False,
+) -> None:
+    """A reinstalled host's new key: the old one is retired."""
+    import datetime
+
+    from .. import lifecycle
+
+    edit = lifecycle.host_set_key(name, _key_spec(ssh_key, ssh_key_file, age), datetime.date.today())
+    _run(edit, root, policy, dry_run, force, rekey)
+
+
+def _retire_command(group: typer.Typer, noun: str, factory_name: str) -> None:
+    @group.command("retire", help=f"Retire a {noun}: it is left out of every rule from now on.")
+    def retire(
+        name: Annotated[str, typer.Argument(help="Its name in the policy.")],
+        root: RootOption = None, policy: PolicyOption = None, dry_run: DryRun = False, force: Force = False,
+        rekey: Rekey = False,
+    ) -> None:
+        import datetime
+
+        from .. import lifecycle
+
+        _run(getattr(lifecycle, factory_name)(name, datetime.date.today()), root, policy, dry_run, force, rekey)
+
+
+_retire_command(host_app, "host", "host_retire")
+_retire_command(identity_app, "identity", "identity_retire")
+_retire_command(key_app, "key", "key_retire")
+
+
+@identity_app.command("add")
+def identity_add(
+    name: Annotated[str, typer.Argument(help="The person's or service's name.")],
+    role: Annotated[str, typer.Option("--role", help="admin, user, or any word (ci, external…).")],
+    ssh_key: SshKey = None, ssh_key_file: SshKeyFile = None, age: Age = None,
+    account: Annotated[list[str] | None, typer.Option("--account", help="A unix/home-manager account (repeatable).")] = None,
+    root: RootOption = None, policy: PolicyOption = None, dry_run: DryRun = False, force: Force = False,
+    rekey: Rekey = False,
+) -> None:
+    """Add a person or service with its key."""
+    from .. import lifecycle
+
+    edit = lifecycle.identity_add(name, role, _key_spec(ssh_key, ssh_key_file, age), account or [])
+    _run(edit, root, policy, dry_run, force, rekey)
