@@ -39,7 +39,14 @@ def atomic_write(path: Path | str, data: bytes, *, mode: int | None = None, excl
             mode = 0o644
     if exclusive and path.exists():
         raise InputError(f"{path}: already exists; refusing to overwrite it")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".sopsctl-tmp", dir=directory)
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory")
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".sopsctl-tmp", dir=directory)
+    except FileNotFoundError:
+        raise InputError(f"{path}: its directory does not exist") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write: {exc.strerror or exc}") from None
     tmp = Path(tmp_name)
     try:
         # mkstemp creates 0600: the content is never readable by others before the chmod.
@@ -99,3 +106,41 @@ def find_root(start: Path, explicit: Path | None = None) -> Path:
         if (directory / DEFAULT_POLICY_DIR).is_dir():
             return directory
     raise RootNotFoundError.from_start(str(start))
+
+
+def write_batch(items: list[tuple[Path, bytes]]) -> tuple[list[str], tuple[str, str] | None]:
+    """Replace many files, each atomically, with one sync for the batch instead of one per file.
+
+    All new contents go to temp files beside their targets, one `os.sync()` makes them durable,
+    then each is renamed over its target (modes kept). A failure stops the batch: files renamed
+    so far are new, every other one is untouched (its temp file is removed). Returns the paths
+    written and, on failure, (path, reason).
+    """
+    temps: list[tuple[Path, Path]] = []
+    failure: tuple[str, str] | None = None
+    try:
+        for path, data in items:
+            mode = path.stat().st_mode & 0o7777 if path.exists() else 0o644
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".sopsctl-tmp", dir=path.parent)
+            temps.append((Path(tmp_name), path))
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.chmod(tmp_name, mode)
+        os.sync()
+    except OSError as exc:
+        failure = (str(temps[-1][1]) if temps else "", f"cannot write: {exc.strerror or exc}")
+    done: list[str] = []
+    if failure is None:
+        for tmp, path in temps:
+            try:
+                os.replace(tmp, path)
+            except OSError as exc:
+                failure = (str(path), f"cannot replace it: {exc.strerror or exc}")
+                break
+            done.append(str(path))
+    for tmp, _ in temps:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    for directory in {path.parent for _, path in temps}:
+        _fsync_dir(directory)
+    return done, failure

@@ -199,7 +199,14 @@ def scan_files(repo: Repo, relatives: list[str], progress=None) -> list:  # type
     return result
 
 
-def run_audit(repo: Repo, paths: list[Path] | None = None, progress=None):  # type: ignore[no-untyped-def]
+@dataclass(frozen=True)
+class AuditRun:
+    policy: Policy
+    report: object  # audit.AuditReport
+    scanned: list  # audit.ScannedFile, for views that need the files' own metadata (matrix)
+
+
+def audit_tree(repo: Repo, paths: list[Path] | None = None, progress=None) -> AuditRun:  # type: ignore[no-untyped-def]
     """Load, list, scan and judge. `progress(total)` may return a per-step callback (a progress bar)."""
     from .audit import audit
 
@@ -208,7 +215,12 @@ def run_audit(repo: Repo, paths: list[Path] | None = None, progress=None):  # ty
     relatives = secrets_files(repo, policy, paths)
     scanned = scan_files(repo, relatives, progress(len(relatives)) if progress else None)
     stale = not check_config(repo, text).up_to_date
-    return policy, audit(policy, generated.rules, scanned, config_stale=stale)
+    return AuditRun(policy, audit(policy, generated.rules, scanned, config_stale=stale), scanned)
+
+
+def run_audit(repo: Repo, paths: list[Path] | None = None, progress=None):  # type: ignore[no-untyped-def]
+    run = audit_tree(repo, paths, progress)
+    return run.policy, run.report
 
 
 def who(repo: Repo, path: Path):  # type: ignore[no-untyped-def]

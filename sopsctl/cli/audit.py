@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from . import app
-from .common import FormatOption, PolicyOption, RootOption, choice, out
+from .common import FormatOption, PolicyOption, RootOption, choice, out, progress_bar
 
 AUDIT_FORMATS = ("text", "json", "markdown", "sarif")
-
-
-def _progress(total: int):  # type: ignore[no-untyped-def]  # called by run_audit once it knows the total
-    """A progress bar on a terminal for long runs; nothing otherwise (JSON must stay clean)."""
-    if total < 500 or not sys.stderr.isatty():
-        return None
-    done = [0]
-
-    def step(count: int) -> None:
-        done[0] += count
-        sys.stderr.write(f"\rsopsctl: audited {done[0]}/{total} files")
-        if done[0] >= total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-
-    return step
 
 
 @app.command()
@@ -43,7 +26,7 @@ def audit(
     from .. import ops, reports
 
     repo = ops.open_repo(Path.cwd(), root, policy)
-    _, report = ops.run_audit(repo, paths, _progress)
+    _, report = ops.run_audit(repo, paths, progress_bar("audited"))
     if output_format == "json":
         out(reports.audit_json(report))
     elif output_format in ("markdown", "sarif"):

@@ -44,3 +44,28 @@ FormatOption = Annotated[
     str,
     typer.Option("--format", help="Output format: text or json.", callback=choice(("text", "json"))),
 ]
+
+
+def progress_bar(verb: str, minimum: int = 500):  # type: ignore[no-untyped-def]
+    """A factory for run_audit/rekey: given the total, a step callback drawing a bar on a terminal.
+
+    Nothing is drawn for short runs or when stderr is not a terminal (CI logs, JSON pipelines).
+    """
+
+    def start(total: int):  # type: ignore[no-untyped-def]
+        if total < minimum or not sys.stderr.isatty():
+            return None
+        done = [0]
+
+        def step(count: int) -> None:
+            done[0] += count
+            width = 30
+            filled = width * done[0] // total
+            sys.stderr.write(f"\rsopsctl: {verb} [{'#' * filled}{'.' * (width - filled)}] {done[0]}/{total}")
+            if done[0] >= total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+
+        return step
+
+    return start
