@@ -10,6 +10,7 @@ from pathlib import Path
 from .errors import InputError, RootNotFoundError
 
 CONFIG_NAME = ".sops.yaml"
+TEMP_SUFFIX = ".sopsctl-tmp"  # our temp files; one a killed run left behind is never a secret
 DEFAULT_POLICY_DIR = "policies"
 
 
@@ -42,7 +43,7 @@ def atomic_write(path: Path | str, data: bytes, *, mode: int | None = None, excl
     if path.is_dir():
         raise InputError(f"{path}: is a directory")
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".sopsctl-tmp", dir=directory)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=directory)
     except FileNotFoundError:
         raise InputError(f"{path}: its directory does not exist") from None
     except OSError as exc:
@@ -121,7 +122,7 @@ def write_batch(items: list[tuple[Path, bytes]]) -> tuple[list[str], tuple[str, 
     try:
         for path, data in items:
             mode = path.stat().st_mode & 0o7777 if path.exists() else 0o644
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".sopsctl-tmp", dir=path.parent)
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
             temps.append((Path(tmp_name), path))
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)

@@ -8,7 +8,14 @@ from pathlib import Path
 
 from .engine import Generated, build_rules
 from .errors import InputError, PolicyError
-from .fsutil import CONFIG_NAME, DEFAULT_POLICY_DIR, atomic_write, find_root, read_bytes
+from .fsutil import (
+    CONFIG_NAME,
+    DEFAULT_POLICY_DIR,
+    TEMP_SUFFIX,
+    atomic_write,
+    find_root,
+    read_bytes,
+)
 from .model import Policy
 from .policy import key_owners, load_policy
 from .sopsconfig import render
@@ -124,7 +131,8 @@ def _ignored(relative: str, patterns: tuple[str, ...]) -> bool:
     from .globs import glob_to_regex
     from .policy import ALWAYS_SKIPPED
 
-    if relative.rsplit("/", 1)[-1] in ALWAYS_SKIPPED:
+    name = relative.rsplit("/", 1)[-1]
+    if name in ALWAYS_SKIPPED or name.endswith(TEMP_SUFFIX):
         return True
     return any(regexes.compile_search(glob_to_regex(p)).search(relative) for p in patterns)
 

@@ -23,6 +23,8 @@ from . import generate as _generate  # noqa: E402,F401
 from . import keys as _keys  # noqa: E402,F401
 from . import lifecycle as _lifecycle  # noqa: E402,F401
 from . import lint as _lint  # noqa: E402,F401
+from . import matrix as _matrix  # noqa: E402,F401
+from . import rekey as _rekey  # noqa: E402,F401
 
 
 def _error(line: str) -> None:

@@ -24,6 +24,8 @@ SshKey = Annotated[str | None, typer.Option("--ssh-key", help="An ssh-ed25519 pu
 SshKeyFile = Annotated[Path | None, typer.Option("--ssh-key-file", help="e.g. a copy of /etc/ssh/ssh_host_ed25519_key.pub",
                                                  dir_okay=False)]
 Age = Annotated[str | None, typer.Option("--age", help="An age1… recipient.")]
+Identity = Annotated[list[Path] | None, typer.Option(
+    "--identity", help="With --rekey: an age identity file or OpenSSH private key, besides sops's places.")]
 
 
 def _key_spec(ssh_key: str | None, ssh_key_file: Path | None, age: str | None):  # type: ignore[no-untyped-def]
@@ -35,7 +37,8 @@ def _key_spec(ssh_key: str | None, ssh_key_file: Path | None, age: str | None): 
     return KeySpec.from_options(ssh_key, text, age)
 
 
-def _run(edit, root: Path | None, policy: Path | None, dry_run: bool, force: bool, rekey: bool) -> None:  # type: ignore[no-untyped-def]
+def _run(edit, root: Path | None, policy: Path | None, dry_run: bool, force: bool, rekey: bool,  # type: ignore[no-untyped-def]
+         identity: list[Path] | None = None) -> None:
     from .. import ops
     from ..changes import describe
 
@@ -53,7 +56,9 @@ def _run(edit, root: Path | None, policy: Path | None, dry_run: bool, force: boo
         if rekey:
             from .rekey import rekey_paths
 
-            rekey_paths(repo, [c.path for c in result.changes if not c.uncovered])
+            code = rekey_paths(repo, [c.path for c in result.changes if not c.uncovered], identity_files=identity)
+            if code:
+                raise typer.Exit(code)
         elif result.changes:
             err("sopsctl: the files above still have their old recipients: run `sopsctl rekey` (or pass --rekey)")
 
@@ -65,13 +70,13 @@ def host_add(
     platform: Annotated[str | None, typer.Option("--platform", help="darwin, nixos, linux, …")] = None,
     user: Annotated[list[str] | None, typer.Option("--user", help="ACCOUNT=primary|admin|user (repeatable).")] = None,
     root: RootOption = None, policy: PolicyOption = None, dry_run: DryRun = False, force: Force = False,
-    rekey: Rekey = False,
+    rekey: Rekey = False, identity: Identity = None,
 ) -> None:
     """Onboard a host: add its key (ssh host key converted to age) and regenerate."""
     from .. import lifecycle
 
     edit = lifecycle.host_add(name, _key_spec(ssh_key, ssh_key_file, age), platform, user or [])
-    _run(edit, root, policy, dry_run, force, rekey)
+    _run(edit, root, policy, dry_run, force, rekey, identity)
 
 
 @host_app.command("set-key")
@@ -79,7 +84,7 @@ def host_set_key(
     name: Annotated[str, typer.Argument(help="The host's name.")],
     ssh_key: SshKey = None, ssh_key_file: SshKeyFile = None, age: Age = None,
     root: RootOption = None, policy: PolicyOption = None, dry_run: DryRun = False, force: Force = False,
-    rekey: Rekey = False,
+    rekey: Rekey = False, identity: Identity = None,
 ) -> None:
     """A reinstalled host's new key: the old one is retired."""
     import datetime
@@ -87,7 +92,7 @@ def host_set_key(
     from .. import lifecycle
 
     edit = lifecycle.host_set_key(name, _key_spec(ssh_key, ssh_key_file, age), datetime.date.today())
-    _run(edit, root, policy, dry_run, force, rekey)
+    _run(edit, root, policy, dry_run, force, rekey, identity)
 
 
 def _retire_command(group: typer.Typer, noun: str, factory_name: str) -> None:
@@ -95,13 +100,13 @@ def _retire_command(group: typer.Typer, noun: str, factory_name: str) -> None:
     def retire(
         name: Annotated[str, typer.Argument(help="Its name in the policy.")],
         root: RootOption = None, policy: PolicyOption = None, dry_run: DryRun = False, force: Force = False,
-        rekey: Rekey = False,
+        rekey: Rekey = False, identity: Identity = None,
     ) -> None:
         import datetime
 
         from .. import lifecycle
 
-        _run(getattr(lifecycle, factory_name)(name, datetime.date.today()), root, policy, dry_run, force, rekey)
+        _run(getattr(lifecycle, factory_name)(name, datetime.date.today()), root, policy, dry_run, force, rekey, identity)
 
 
 _retire_command(host_app, "host", "host_retire")
@@ -116,10 +121,10 @@ def identity_add(
     ssh_key: SshKey = None, ssh_key_file: SshKeyFile = None, age: Age = None,
     account: Annotated[list[str] | None, typer.Option("--account", help="A unix/home-manager account (repeatable).")] = None,
     root: RootOption = None, policy: PolicyOption = None, dry_run: DryRun = False, force: Force = False,
-    rekey: Rekey = False,
+    rekey: Rekey = False, identity: Identity = None,
 ) -> None:
     """Add a person or service with its key."""
     from .. import lifecycle
 
     edit = lifecycle.identity_add(name, role, _key_spec(ssh_key, ssh_key_file, age), account or [])
-    _run(edit, root, policy, dry_run, force, rekey)
+    _run(edit, root, policy, dry_run, force, rekey, identity)

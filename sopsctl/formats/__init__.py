@@ -13,7 +13,7 @@ OPTION_FIELDS = (
     "unencrypted_comment_regex", "encrypted_comment_regex", "mac_only_encrypted",
 )
 # Master key lists sops writes, and the field that names each entry's key.
-KEY_LISTS = {"age": "recipient", "pgp": "fp", "kms": "arn", "gcp_kms": "resource_id", "azure_kv": "vaultUrl",
+KEY_LISTS = {"age": "recipient", "pgp": "fp", "kms": "arn", "gcp_kms": "resource_id", "azure_kv": "vault_url",
              "hc_vault": "vault_address", "hckms": "key_id"}
 
 
@@ -35,12 +35,16 @@ def detect_format(path: str) -> str:
     return "binary"
 
 
-def read_metadata(data: bytes, fmt: str) -> SopsMetadata | None:
-    """The file's metadata; None when it is not SOPS-encrypted; MetadataError when it claims to be but is broken."""
+def read_metadata(data: bytes, fmt: str, full: bool = False) -> SopsMetadata | None:
+    """The file's metadata; None when it is not SOPS-encrypted; MetadataError when it claims to be but is broken.
+
+    With `full`, every FileKey carries its `enc` blob (re-keying needs them; audit does not, and the
+    fast YAML scanner skips them). The other formats always keep them.
+    """
     if fmt == "yaml":
         from .yamlmeta import read_yaml_metadata
 
-        return read_yaml_metadata(data)
+        return read_yaml_metadata(data, full)
     if fmt in ("json", "binary"):
         return _read_json(data, fmt)
     from .flat import read_flat_metadata
@@ -64,7 +68,7 @@ def _entry_key(kind: str, entry: Mapping) -> str:
     field = KEY_LISTS[kind]
     value = entry.get(field)
     if kind == "azure_kv" and value:
-        return f"{value}/keys/{entry.get('name', entry.get('key', ''))}"
+        return f"{value}/keys/{entry.get('name', '')}"
     if kind == "hc_vault" and value:
         return f"{value}/v1/{entry.get('engine_path', '')}/keys/{entry.get('key_name', '')}"
     if not isinstance(value, str) or not value:

@@ -116,13 +116,15 @@ def _sops_block(data: bytes) -> bytes | None:
     return data[match.end() - 1: end.start() + 1 if end else len(data)]
 
 
-def read_yaml_metadata(data: bytes) -> SopsMetadata | None:
+def read_yaml_metadata(data: bytes, full: bool = False) -> SopsMetadata | None:
+    """The metadata of the first `sops:` block; `full` reads it with libyaml so enc blobs come too."""
     block = _sops_block(data)
     if block is not None:
-        try:
-            return _scan(block)
-        except _Unusual:
-            pass
+        if not full:
+            try:
+                return _scan(block)
+            except _Unusual:
+                pass
         try:
             document = yaml.load(b"sops:" + block, Loader=_Loader)
         except yaml.YAMLError as exc:

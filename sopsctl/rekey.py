@@ -1,0 +1,135 @@
+"""Native re-key (use case): give each file its rule's key groups and threshold, touching only the key entries."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .audit import normalize_recipient
+from .engine import RuleMatcher
+from .errors import SopsctlError
+from .fsutil import write_batch
+from .model import CreationRule, FileKey, SopsMetadata
+
+
+@dataclass
+class RekeyReport:
+    changed: list[str] = field(default_factory=list)  # re-keyed (or, in a dry run, would be)
+    unchanged: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, one-line reason)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    path: str
+    fmt: str
+    data: bytes
+    metadata: SopsMetadata
+    groups: tuple[tuple[FileKey, ...], ...]  # target groups, enc not yet filled
+    threshold: int | None
+
+
+def _key(entry: FileKey) -> tuple[str, str]:
+    return entry.kind, normalize_recipient(entry.recipient)
+
+
+def target_groups(metadata: SopsMetadata, rule: CreationRule) -> tuple[tuple[FileKey, ...], ...]:
+    """The rule's groups, ordered for a minimal diff: staying entries in file order, then new ones."""
+    result = []
+    for position, rule_group in enumerate(rule.key_groups):
+        wanted = {(k.kind, normalize_recipient(k.recipient)): k for k in rule_group}
+        old = metadata.groups[position] if position < len(metadata.groups) else ()
+        staying = [FileKey(e.kind, e.recipient) for e in old if _key(e) in wanted]
+        have = {_key(e) for e in staying}
+        new = [FileKey(k.kind, k.recipient) for key, k in wanted.items() if key not in have]
+        result.append(tuple(staying + new))
+    return tuple(result)
+
+
+def differs(metadata: SopsMetadata, rule: CreationRule) -> bool:
+    """Whether the file's groups or threshold differ from its rule's (sets per group, by position)."""
+    if len(metadata.groups) != len(rule.key_groups) or metadata.effective_threshold != rule.effective_threshold:
+        return True
+    return any({_key(e) for e in fg} != {(k.kind, normalize_recipient(k.recipient)) for k in rg}
+               for fg, rg in zip(metadata.groups, rule.key_groups, strict=True))
+
+
+def plan(root: Path, relatives: Sequence[str], rules: Sequence[CreationRule],
+         report: RekeyReport) -> list[_Plan]:
+    """Read each file and decide: unchanged, to re-key, or failed (unreadable, uncovered)."""
+    from .formats import MetadataError, detect_format, read_metadata
+
+    matcher = RuleMatcher(rules)
+    plans = []
+    for relative in relatives:
+        fmt = detect_format(relative)
+        try:
+            data = (root / relative).read_bytes()
+            metadata = read_metadata(data, fmt, full=True)
+        except (OSError, MetadataError) as exc:
+            report.failed.append((relative, f"cannot read its sops metadata: {exc}"))
+            continue
+        if metadata is None:
+            continue  # a plain file: nothing to re-key (audit reports it)
+        index = matcher.match(relative)
+        if index is None:
+            report.failed.append((relative, "no class governs it, so it has no rule to re-key to"))
+            continue
+        rule = rules[index]
+        if not differs(metadata, rule):
+            report.unchanged.append(relative)
+            continue
+        threshold = rule.effective_threshold if len(rule.key_groups) > 1 else None
+        plans.append(_Plan(relative, fmt, data, metadata, target_groups(metadata, rule), threshold))
+    return plans
+
+
+def _rekey_one(item: _Plan, identities) -> bytes:  # type: ignore[no-untyped-def]
+    from . import datakey
+    from .formats import read_metadata
+    from .formats.write import replace_key_groups
+
+    recovered = datakey.recover(item.metadata, identities)
+    groups = datakey.rewrap(recovered, item.metadata, item.groups, item.threshold or 1)
+    result = replace_key_groups(item.data, item.fmt, groups, item.threshold)
+    written = read_metadata(result, item.fmt, full=True)
+    if written is None:
+        raise SopsctlError("the re-keyed file lost its sops metadata (a bug; the original is untouched)")
+    # The guarantee: the new key entries give back the same data key with the same identities.
+    datakey.check_rewrapped(written.groups, written.effective_threshold, recovered, identities)
+    return result
+
+
+def run(root: Path, relatives: Sequence[str], rules: Sequence[CreationRule], identities,  # type: ignore[no-untyped-def]
+        *, dry_run: bool = False, jobs: int = 1, progress: Callable[[int], None] | None = None) -> RekeyReport:
+    report = RekeyReport()
+    plans = plan(root, relatives, rules, report)
+    if dry_run:
+        report.changed = [p.path for p in plans]
+        return report
+    results: dict[str, bytes] = {}
+
+    def work(item: _Plan) -> tuple[_Plan, bytes | None, str | None]:
+        try:
+            return item, _rekey_one(item, identities), None
+        except (SopsctlError, ValueError) as exc:  # MetadataError and the writer's checks are ValueErrors
+            return item, None, str(exc).replace("\n", "; ")
+
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        for item, data, error in pool.map(work, plans):
+            if error is not None:
+                report.failed.append((item.path, error))
+            else:
+                results[item.path] = data  # type: ignore[assignment]
+            if progress:
+                progress(1)
+    done, failure = write_batch([(root / path, data) for path, data in results.items()])
+    report.changed = sorted(Path(p).relative_to(root).as_posix() for p in done)
+    if failure is not None:
+        path, message = failure
+        written = set(report.changed)
+        report.failed += [(p, f"not written: {message}") for p in sorted(results) if p not in written]
+    report.failed.sort()
+    return report
