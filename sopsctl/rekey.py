@@ -117,14 +117,22 @@ def run(root: Path, relatives: Sequence[str], rules: Sequence[CreationRule], ide
         except (SopsctlError, ValueError) as exc:  # MetadataError and the writer's checks are ValueErrors
             return item, None, str(exc).replace("\n", "; ")
 
-    with ThreadPoolExecutor(max(1, jobs)) as pool:
-        for item, data, error in pool.map(work, plans):
+    if jobs > 1:
+        pool = ThreadPoolExecutor(jobs)
+        outcomes = pool.map(work, plans)
+    else:  # no thread hand-off for the common case
+        pool, outcomes = None, map(work, plans)
+    try:
+        for item, data, error in outcomes:
             if error is not None:
                 report.failed.append((item.path, error))
             else:
                 results[item.path] = data  # type: ignore[assignment]
             if progress:
                 progress(1)
+    finally:
+        if pool is not None:
+            pool.shutdown()
     done, failure = write_batch([(root / path, data) for path, data in results.items()])
     report.changed = sorted(Path(p).relative_to(root).as_posix() for p in done)
     if failure is not None:

@@ -36,8 +36,33 @@ def _scalar(value: bytes) -> str:
     return text
 
 
-def _scan(block: bytes) -> SopsMetadata:
-    """The metadata of a block written by sops (3.11 order or 3.13 sorted), without enc blobs.
+_ENC = re.compile(rb"\n( *+)(- )?+enc:(?: ++([^\n]*))?")
+
+
+def _enc_blobs(block: bytes) -> list[str]:
+    """Every entry's `enc` value in file order, block scalars (`|`, `|-`) read as YAML reads them."""
+    blobs = []
+    for match in _ENC.finditer(b"\n" + block):
+        value = (match.group(3) or b"").rstrip()
+        if value not in (b"|", b"|-"):
+            blobs.append(_scalar(value))
+            continue
+        key_column = len(match.group(1)) + (2 if match.group(2) else 0)
+        lines = []
+        rest = block[match.end() - 1:]  # match offsets are into b"\n" + block; rest starts at the newline
+        for line in rest.split(b"\n")[1:]:
+            stripped = line.lstrip(b" ")
+            if not stripped.strip() or len(line) - len(stripped) <= key_column:
+                break
+            lines.append(stripped.rstrip(b"\r").decode("ascii"))
+        if not lines:
+            raise _Unusual
+        blobs.append("\n".join(lines) + ("\n" if value == b"|" else ""))
+    return blobs
+
+
+def _scan(block: bytes, with_enc: bool = False) -> SopsMetadata:
+    """The metadata of a block written by sops (3.11 order or 3.13 sorted); enc blobs only if asked.
 
     Builds FileKeys as it goes (no intermediate mappings): this runs once per file of a tree.
     """
@@ -105,7 +130,19 @@ def _scan(block: bytes) -> SopsMetadata:
             open_entry = False
     if open_entry:
         raise MetadataError(f"a {kind} entry has no {KEY_LISTS[kind or 'age']}")
+    if with_enc:
+        flat, groups = _with_blobs(block, flat, groups)
     return build_metadata(scalars, flat, groups)
+
+
+def _with_blobs(block: bytes, flat: list[FileKey], groups: list[list[FileKey]] | None):  # type: ignore[no-untyped-def]
+    """Attach enc blobs: each entry has exactly one, in the same file order as the entries."""
+    blobs = iter(_enc_blobs(block))
+    lists = [flat, *(groups or [])]
+    if sum(len(keys) for keys in lists) != len(_enc_blobs(block)):
+        raise _Unusual
+    filled = [[key._replace(enc=next(blobs)) for key in keys] for keys in lists]
+    return filled[0], (filled[1:] if groups is not None else None)
 
 
 def _sops_block(data: bytes) -> bytes | None:
@@ -117,14 +154,13 @@ def _sops_block(data: bytes) -> bytes | None:
 
 
 def read_yaml_metadata(data: bytes, full: bool = False) -> SopsMetadata | None:
-    """The metadata of the first `sops:` block; `full` reads it with libyaml so enc blobs come too."""
+    """The metadata of the first `sops:` block; with `full`, enc blobs too (libyaml when the layout is odd)."""
     block = _sops_block(data)
     if block is not None:
-        if not full:
-            try:
-                return _scan(block)
-            except _Unusual:
-                pass
+        try:
+            return _scan(block, with_enc=full)
+        except _Unusual:
+            pass
         try:
             document = yaml.load(b"sops:" + block, Loader=_Loader)
         except yaml.YAMLError as exc:

@@ -75,6 +75,7 @@ def test_fast_scanner_agrees_with_libyaml_on_every_real_file(vectors: Path, real
         block = _sops_block(path.read_bytes())
         assert block is not None, path
         assert _scan(block) == _strip_enc(_slow(block)), path
+        assert _scan(block, with_enc=True) == _slow(block), path  # re-keying reads the blobs this way
 
 
 def _emit_block(groups: list[list[str]], threshold: int, indent: int, sorted_keys: bool) -> str:
@@ -141,6 +142,7 @@ def test_fast_scanner_agrees_with_libyaml_on_generated_layouts(groups, indent, s
     document = b"secret: ENC[AES256_GCM,data:a,iv:b,tag:c,type:str]\nsops:" + block
     meta = read_metadata(document, "yaml")
     assert meta == _strip_enc(_slow(block))
+    assert read_metadata(document, "yaml", full=True) == _slow(block)
     assert _recipients(meta) == recipients
 
 
