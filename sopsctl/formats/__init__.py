@@ -21,6 +21,10 @@ class MetadataError(ValueError):
     """The file claims to be SOPS-encrypted but its metadata is malformed."""
 
 
+class MissingMacError(MetadataError):
+    """The metadata has no `mac`: sops reports that as a MAC failure, so verify does too."""
+
+
 def detect_format(path: str) -> str:
     """The store sops picks by file name (cmd/sops/formats FormatForPath)."""
     name = path.rsplit("/", 1)[-1]
@@ -112,7 +116,7 @@ def build_metadata(scalars: dict, flat: tuple[FileKey, ...] | list[FileKey],
     """The checks every reader shares: mac and version present, some keys, a numeric threshold."""
     for field in ("mac", "version"):
         if not isinstance(scalars.get(field), str) or not scalars.get(field):
-            raise MetadataError(f"the sops entry has no {field}")
+            raise (MissingMacError if field == "mac" else MetadataError)(f"the sops entry has no {field}")
     if flat:  # sops reads the flat lists first and ignores key_groups then
         layout, final = "flat", (tuple(flat),)
     elif groups:
