@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,33 +56,50 @@ def differs(metadata: SopsMetadata, rule: CreationRule) -> bool:
                for fg, rg in zip(metadata.groups, rule.key_groups, strict=True))
 
 
-def plan(root: Path, relatives: Sequence[str], rules: Sequence[CreationRule],
-         report: RekeyReport) -> list[_Plan]:
-    """Read each file and decide: unchanged, to re-key, or failed (unreadable, uncovered)."""
+def governed_files(root: Path, relatives: Sequence[str], rules: Sequence[CreationRule],
+                   fail: Callable[[str, str], None], plain: str | None = None,
+                   ) -> Iterator[tuple[str, str, bytes, SopsMetadata, CreationRule]]:
+    """(path, format, bytes, full metadata, rule) for each encrypted file a rule governs.
+
+    Unreadable and uncovered files go to `fail(path, reason)`; plain files too when `plain`
+    gives the reason (rotate), else they are passed over (rekey: audit reports them).
+    """
     from .formats import MetadataError, detect_format, read_metadata
 
     matcher = RuleMatcher(rules)
-    plans = []
     for relative in relatives:
         fmt = detect_format(relative)
         try:
             data = (root / relative).read_bytes()
             metadata = read_metadata(data, fmt, full=True)
         except (OSError, MetadataError) as exc:
-            report.failed.append((relative, f"cannot read its sops metadata: {exc}"))
+            fail(relative, f"cannot read its sops metadata: {exc}")
             continue
         if metadata is None:
-            continue  # a plain file: nothing to re-key (audit reports it)
+            if plain is not None:
+                fail(relative, plain)
+            continue
         index = matcher.match(relative)
         if index is None:
-            report.failed.append((relative, "no class governs it, so it has no rule to re-key to"))
+            fail(relative, "no class governs it, so it has no rule naming its recipients")
             continue
-        rule = rules[index]
+        yield relative, fmt, data, metadata, rules[index]
+
+
+def rule_threshold(rule: CreationRule) -> int | None:
+    return rule.effective_threshold if len(rule.key_groups) > 1 else None
+
+
+def plan(root: Path, relatives: Sequence[str], rules: Sequence[CreationRule],
+         report: RekeyReport) -> list[_Plan]:
+    """Read each file and decide: unchanged, to re-key, or failed (unreadable, uncovered)."""
+    plans = []
+    for relative, fmt, data, metadata, rule in governed_files(
+            root, relatives, rules, lambda path, why: report.failed.append((path, why))):
         if not differs(metadata, rule):
             report.unchanged.append(relative)
             continue
-        threshold = rule.effective_threshold if len(rule.key_groups) > 1 else None
-        plans.append(_Plan(relative, fmt, data, metadata, target_groups(metadata, rule), threshold))
+        plans.append(_Plan(relative, fmt, data, metadata, target_groups(metadata, rule), rule_threshold(rule)))
     return plans
 
 

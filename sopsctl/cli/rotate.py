@@ -1,0 +1,55 @@
+"""`sopsctl rotate`: a new data key per file, every value re-encrypted, wrapped for the policy's recipients."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from . import app
+from .common import FormatOption, PolicyOption, RootOption, err, out, progress_bar
+from .rekey import IdentityOption
+
+
+def rotate_paths(repo, relatives: list[str], *, identity_files: list[Path] | None = None,  # type: ignore[no-untyped-def]
+                 output_format: str = "text") -> int:
+    """Rotate `relatives` (repo-relative); print the report; return the exit code (0, or 3 if any failed)."""
+    from .. import ops, rotate
+    from ..identities import load_identities
+
+    policy = ops.load(repo)
+    _, generated = ops.generated_config(repo, policy)
+    identities = load_identities(os.environ, Path.home(), identity_files or [])
+    report = rotate.run(repo.root, relatives, generated.rules, identities,
+                        progress=progress_bar("rotated", 200)(len(relatives)))
+    if output_format == "json":
+        out(json.dumps({"rotated": report.rotated,
+                        "failed": [{"path": p, "message": m} for p, m in report.failed]}, indent=2) + "\n")
+    else:
+        out("".join(f"rotated {path}\n" for path in report.rotated))
+        out(f"{len(report.rotated)} file(s) rotated, {len(report.failed)} failed\n")
+    for path, message in report.failed:
+        err(f"sopsctl: error: {path}: {message}")
+    return 3 if report.failed else 0
+
+
+@app.command("rotate")
+def rotate_command(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders to rotate.")],
+    identity: IdentityOption = None,
+    root: RootOption = None,
+    policy: PolicyOption = None,
+    output_format: FormatOption = "text",
+) -> None:
+    """New data key for each file: every value re-encrypted (same IV), new MAC and lastmodified, wrapped for
+    the recipients its rule names (like sops rotate -i). Files that do not verify are refused."""
+    from .. import ops
+
+    repo = ops.open_repo(Path.cwd(), root, policy)
+    relatives = ops.secrets_files(repo, ops.load(repo), paths)
+    code = rotate_paths(repo, relatives, identity_files=identity, output_format=output_format)
+    if code:
+        raise typer.Exit(code)
