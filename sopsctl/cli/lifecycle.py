@@ -38,11 +38,13 @@ def _key_spec(ssh_key: str | None, ssh_key_file: Path | None, age: str | None): 
 
 
 def _run(edit, root: Path | None, policy: Path | None, dry_run: bool, force: bool, rekey: bool,  # type: ignore[no-untyped-def]
-         identity: list[Path] | None = None) -> None:
+         identity: list[Path] | None = None, rotate_for: str | None = None) -> None:
     from .. import ops
     from ..changes import describe
 
     repo = ops.open_repo(Path.cwd(), root, policy)
+    # What the leaver could read is measured before the policy forgets them (files' own recipients).
+    exposed = ops.access(repo, rotate_for)[1] if rotate_for else []
     result = ops.life_event(repo, edit, dry_run=dry_run, force=force)
     if dry_run:
         out(result.policy_diff)
@@ -51,9 +53,25 @@ def _run(edit, root: Path | None, policy: Path | None, dry_run: bool, force: boo
     lines = describe(result.changes)
     verb = "would change" if dry_run else "change"
     out(f"{len(lines)} file(s) whose readers {verb}:\n" + "".join(f"  {line}\n" for line in lines))
+    if rotate_for:
+        _report_exposure(repo, rotate_for, exposed, dry_run)
     if not dry_run:
         err(f"sopsctl: wrote {', '.join(result.written)}")
-        if rekey:
+        uncovered = {c.path for c in result.changes if c.uncovered}  # its own secrets: delete or re-home
+        if rotate_for and exposed:
+            from .rotate import rotate_paths
+
+            code = rotate_paths(repo, sorted({a.path for a in exposed} - uncovered), identity_files=identity)
+            if code:
+                raise typer.Exit(code)
+            if rekey:  # the rotated files already have their rule's recipients; re-key the rest
+                from .rekey import rekey_paths
+
+                rest = [c.path for c in result.changes if not c.uncovered and c.path not in {a.path for a in exposed}]
+                code = rekey_paths(repo, rest, identity_files=identity) if rest else 0
+                if code:
+                    raise typer.Exit(code)
+        elif rekey:
             from .rekey import rekey_paths
 
             code = rekey_paths(repo, [c.path for c in result.changes if not c.uncovered], identity_files=identity)
@@ -95,18 +113,40 @@ def host_set_key(
     _run(edit, root, policy, dry_run, force, rekey, identity)
 
 
+def _report_exposure(repo, subject: str, exposed: list, dry_run: bool) -> None:  # type: ignore[no-untyped-def]
+    """What rotating cannot undo: values the leaver saw, and private keys they could take."""
+    from .. import ops
+    from ..audit import key_bearing_holders
+
+    readable = sorted({a.path for a in exposed})
+    verb = "would rotate" if dry_run else "rotating"
+    out(f"{subject} could read {len(readable)} file(s); {verb} their data keys. Their values stay valid "
+        "where they were issued: change them at their source (revoke tokens, reset passwords):\n")
+    out("".join(f"  {path}\n" for path in readable))
+    holders = key_bearing_holders(ops.load(repo))
+    for path in readable:
+        if path in holders:
+            keys = ", ".join(sorted(holders[path]))
+            _, opened = ops.access(repo, f"key:{sorted(holders[path])[0]}")
+            out(f"the private key in {path} ({keys}) is compromised too: it opens {len(opened)} file(s); "
+                "its owner needs a new key (sopsctl host set-key / identity add, then retire the old key)\n")
+
+
 def _retire_command(group: typer.Typer, noun: str, factory_name: str) -> None:
     @group.command("retire", help=f"Retire a {noun}: it is left out of every rule from now on.")
     def retire(
         name: Annotated[str, typer.Argument(help="Its name in the policy.")],
         root: RootOption = None, policy: PolicyOption = None, dry_run: DryRun = False, force: Force = False,
         rekey: Rekey = False, identity: Identity = None,
+        rotate: Annotated[bool, typer.Option("--rotate", help="Also rotate the data key of every file it could "
+                                             "read, and list the secrets to change at their source.")] = False,
     ) -> None:
         import datetime
 
         from .. import lifecycle
 
-        _run(getattr(lifecycle, factory_name)(name, datetime.date.today()), root, policy, dry_run, force, rekey, identity)
+        _run(getattr(lifecycle, factory_name)(name, datetime.date.today()), root, policy, dry_run, force, rekey,
+             identity, f"{noun}:{name}" if rotate else None)
 
 
 _retire_command(host_app, "host", "host_retire")
