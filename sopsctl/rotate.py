@@ -18,9 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import tree
 from . import values as v
-from .datakey import DATA_KEY_BYTES, DataKeyError, Recovered, go_rfc3339, recover, rewrap
+from .datakey import DATA_KEY_BYTES, DataKeyError, Recovered, go_rfc3339, rewrap
 from .errors import SopsctlError
 from .fsutil import write_batch
 from .model import CreationRule, FileKey, SopsMetadata
@@ -95,9 +94,9 @@ def rotate_bytes(data: bytes, fmt: str, identities: Any, groups: Sequence[Sequen
         raise RotateError(f"not rotated, it does not verify ({checked.status}): {checked.message}")
     metadata = read_metadata(data, fmt, full=True)
     assert metadata is not None and metadata.mac and metadata.lastmodified  # verify_file checked them
-    old = recover(metadata, identities)
-    rules = tree.Rules.from_options(metadata.options)
-    leaves = tree.leaves(data, fmt, rules)
+    assert checked.data_key is not None
+    old = Recovered(checked.data_key)  # the key verify_file just proved right: no second unwrap
+    leaves = checked.leaves
     encrypted = {leaf.value: leaf.aad for leaf in leaves if leaf.encrypted and isinstance(leaf.value, str)}
     clear = {leaf.value for leaf in leaves if not leaf.encrypted and isinstance(leaf.value, str)}
 
@@ -140,8 +139,8 @@ def rotate_bytes(data: bytes, fmt: str, identities: Any, groups: Sequence[Sequen
     if not again.ok:
         raise RotateError(f"the rotated file would not verify ({again.status}: {again.message}); "
                           "the original is untouched")
-    written = read_metadata(result, fmt, full=True)
-    if written is None or not hmac.compare_digest(recover(written, identities).key, new_key):
+    # verify_file unwrapped a key from the NEW entries that decrypts every value: it must be the new one.
+    if again.data_key is None or not hmac.compare_digest(again.data_key, new_key):
         raise RotateError("the rotated file's key entries do not give the new data key back; the original is "
                           "untouched")
     return result

@@ -26,6 +26,9 @@ class VerifyResult:
     status: str
     message: str
     recipients_tried: tuple[str, ...] = field(default=())
+    # For rotate, which re-uses a successful check instead of repeating it; never printed or compared.
+    data_key: bytes | None = field(default=None, repr=False, compare=False)
+    leaves: tuple = field(default=(), repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -153,7 +156,8 @@ def verify_file(data: bytes, fmt: str, identities: Any) -> VerifyResult:
         return VerifyResult("mac-mismatch", "the MAC does not match the values: a value, an unencrypted value "
                             "or the order of entries was changed", tried)
     count = sum(1 for leaf in leaves if leaf.encrypted and leaf.value != "")
-    return VerifyResult("ok", f"{count} encrypted value(s) and the MAC verified (key opened by {opener})", tried)
+    return VerifyResult("ok", f"{count} encrypted value(s) and the MAC verified (key opened by {opener})", tried,
+                        key, tuple(leaves))
 
 
 def verify_path(path: Path, fmt: str, identities: Any) -> VerifyResult:
