@@ -52,3 +52,25 @@ def test_host_retire_rotate_revokes_and_lists_what_to_change(tmp_path: Path, sop
     report = json.loads(capsys.readouterr().out)
     # the audit still points at web1 only where its own, now unowned, secrets wait to be deleted
     assert {f["path"] for f in report["findings"] if f["subject"] == "host:web1"} == set(own)
+
+
+def test_identity_retire_rotate_revokes_a_shamir_share_holder(tmp_path: Path, sops_bin: Path, capsys) -> None:
+    fleet = build_fleet(tmp_path / "fleet", sops_bin)
+    recovery = fleet.key_file(["recovery"])
+    ca = [s.path for s in SECRETS if s.path.startswith("secrets/ca/")]
+    before = {path: _data_key(fleet, path, recovery) for path in ca}
+    for path in ca:  # carol's share and db1's share together open the CA files
+        assert fleet.decrypt(path, ["carol-ci", "db1-host"]).returncode == 0
+
+    code = main(["identity", "retire", "carol", "--rotate", "--identity", str(recovery), "--root", str(fleet.root)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "identity:carol could read" in out
+    for path in ca:
+        assert fleet.decrypt(path, ["carol-ci", "db1-host"]).returncode == SOPS_NO_KEY, path
+        assert fleet.decrypt(path, ["alice-2026", "db1-host"]).returncode == 0, path  # the others still can
+        assert _data_key(fleet, path, recovery) != before[path]
+    for secret in SECRETS:  # carol's key opens nothing but her own file, which is listed to delete
+        if secret.path != "secrets/home/carol/deploy.env":
+            assert fleet.decrypt(secret.path, ["carol-ci"]).returncode == SOPS_NO_KEY, secret.path
+    assert "secrets/home/carol/deploy.env: loses identity:carol" in out
