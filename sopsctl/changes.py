@@ -69,3 +69,26 @@ def describe(changes: Sequence[FileChange]) -> list[str]:
             parts.append("its key groups change (same readers)")
         lines.append(f"{change.path}: {'; '.join(parts)}")
     return lines
+
+
+@dataclass(frozen=True)
+class SubjectChange:
+    subject: str
+    gains: tuple[str, ...]
+    loses: tuple[str, ...]
+
+
+def by_subject(changes: Sequence[FileChange]) -> list[SubjectChange]:
+    """The same changes told per subject, the way a reviewer says it: "bob gains secrets/shared.yaml"."""
+    gains: dict[str, list[str]] = {}
+    loses: dict[str, list[str]] = {}
+    for change in changes:
+        for subject in change.gained:
+            gains.setdefault(subject, []).append(change.path)
+        for subject in change.lost:
+            loses.setdefault(subject, []).append(change.path)
+    return [SubjectChange(s, tuple(gains.get(s, ())), tuple(loses.get(s, ()))) for s in sorted({*gains, *loses})]
+
+
+def recipients_of(rules: Sequence[CreationRule]) -> set[str]:
+    return {k.recipient for rule in rules for group in rule.key_groups for k in group}

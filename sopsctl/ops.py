@@ -355,3 +355,81 @@ def life_event(repo: Repo, edit, *, dry_run: bool = False, force: bool = False) 
         write_config(repo, new_text)
         written.append(repo.display(repo.config_path))
     return LifeEvent(diff, changes, notes, written)
+
+
+# -- diff: access changes between two policies or two .sops.yaml files ---------------------------------
+
+
+def _named(rules, index):  # type: ignore[no-untyped-def]
+    """Rules parsed from a .sops.yaml carry bare recipients: name them after the policy's keys."""
+    from dataclasses import replace
+
+    return tuple(replace(rule, key_groups=tuple(tuple(replace(k, name=k.name or index.key_of(k.recipient))
+                                                      for k in g) for g in rule.key_groups)) for rule in rules)
+
+
+def _git(repo: Repo, *args: str) -> bytes:
+    import subprocess
+
+    result = subprocess.run(["git", *args], cwd=repo.root, capture_output=True, timeout=60)
+    if result.returncode != 0:
+        raise InputError(f"git {' '.join(args)}: {result.stderr.decode(errors='replace').strip() or 'failed'}")
+    return result.stdout
+
+
+def rules_against(repo: Repo, against: str | None):  # type: ignore[no-untyped-def]
+    """The 'before' rules: a .sops.yaml or policy FILE/dir, a git revision of the policy, or (default)
+    the .sops.yaml on disk."""
+    from .sopsconfig import parse_rules
+
+    if against is None:
+        return parse_rules(read_bytes(repo.config_path, what=".sops.yaml"), repo.display(repo.config_path)), None
+    path = Path(against)
+    if path.exists():
+        if path.is_file():
+            data = read_bytes(path, what="file to compare with")
+            if b"creation_rules" in data:
+                return parse_rules(data, against), None
+            old = load_policy([(against, data)])
+        else:
+            old = load(Repo(repo.root, path.resolve()))
+        return build_rules(old).rules, old
+    # a git revision: the policy as it was committed there (paths relative to the repo root, `REV:./…`)
+    relative = repo.display(repo.policy_path)
+    if repo.policy_path.is_dir():
+        listed = _git(repo, "ls-tree", "--name-only", against, f"{relative}/").decode().splitlines()
+        names = sorted(n for n in listed if n.endswith(POLICY_SUFFIXES))
+        if not names:
+            raise InputError(f"{against}: no policy files under {relative}/ at that revision")
+    else:
+        names = [relative]
+    old = load_policy([(f"{against}:{name}", _git(repo, "show", f"{against}:./{name}")) for name in names])
+    return build_rules(old).rules, old
+
+
+def diff(repo: Repo, against: str | None = None):  # type: ignore[no-untyped-def]
+    """(file changes, keys added, keys removed), from `against` to now.
+
+    Two .sops.yaml files: `against` is one, the .sops.yaml on disk the other. Two policies:
+    `against` is a policy file, folder or git revision, the current policy the other. Nothing
+    given: the .sops.yaml on disk against what the policy generates (what `generate` would do).
+    """
+    from .audit import KeyIndex
+    from .changes import access_changes, recipients_of
+    from .sopsconfig import parse_rules
+
+    policy = load(repo)
+    index = KeyIndex.build(policy)
+    old_rules, old_policy = rules_against(repo, against)
+    two_configs = against is not None and old_policy is None
+    if two_configs:
+        new_rules = _named(parse_rules(read_bytes(repo.config_path, what=".sops.yaml")), index)
+    else:
+        new_rules = build_rules(policy).rules
+    old_index = KeyIndex.build(old_policy) if old_policy is not None else index
+    old_rules = _named(old_rules, old_index)
+    changes = access_changes(secrets_files(repo, policy), old_rules, new_rules, old_index.subject_of,
+                             index.subject_of)
+    added = sorted(recipients_of(new_rules) - recipients_of(old_rules))
+    removed = sorted(recipients_of(old_rules) - recipients_of(new_rules))
+    return changes, [index.subject(r) for r in added], [old_index.subject(r) for r in removed]

@@ -19,6 +19,7 @@ app = typer.Typer(
 
 # Each command group registers itself on `app`; imported for that side effect only.
 from . import audit as _audit  # noqa: E402,F401
+from . import diff as _diff  # noqa: E402,F401
 from . import generate as _generate  # noqa: E402,F401
 from . import keys as _keys  # noqa: E402,F401
 from . import lifecycle as _lifecycle  # noqa: E402,F401

@@ -32,6 +32,10 @@ def generate(
             err(f"sopsctl: {repo.display(repo.config_path)} is up to date")
             return
         out(result.diff)
+        if repo.config_path.exists():  # say what the regeneration would do to who can read what
+            from .diff import access_text
+
+            out("\naccess changes:\n" + access_text(*ops.diff(repo)))
         err(f"sopsctl: {repo.display(repo.config_path)} is stale; run `sopsctl generate` to update it")
         raise typer.Exit(1)
     if output == "-":
