@@ -21,6 +21,7 @@ app = typer.Typer(
 from . import audit as _audit  # noqa: E402,F401
 from . import diff as _diff  # noqa: E402,F401
 from . import generate as _generate  # noqa: E402,F401
+from . import importer as _importer  # noqa: E402,F401
 from . import keys as _keys  # noqa: E402,F401
 from . import lifecycle as _lifecycle  # noqa: E402,F401
 from . import lint as _lint  # noqa: E402,F401
