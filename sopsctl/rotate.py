@@ -52,12 +52,50 @@ def _candidates(aad: str) -> list[str]:
     return [*found, ":"]
 
 
-def _comment_aads(position: int, value_spans: Sequence[tuple[int, str]], everything: Iterable[str]) -> list[str]:
+_KEY_LINE = re.compile(rb"""(?:"([^"]*)"|'([^']*)'|([^:#'"][^:#]*?)):(?:[ \t]|$)""")
+
+
+def _indented_path(data: bytes, position: int) -> str | None:
+    """The enclosing mapping path of a YAML line by indentation: the keys of less-indented lines above.
+
+    List items do not extend a path (sops), so a `- …` line is climbed over. A mapping with no values
+    left in the tree (only nulls) gives no candidate from the leaves; this finds it from the text.
+    """
+    start = data.rfind(b"\n", 0, position) + 1
+    line = data[start:position + 1]
+    limit = len(line) - len(line.lstrip(b" "))
+    parts: list[str] = []
+    cursor = start
+    while cursor > 0 and limit > 0:
+        end = cursor - 1
+        begin = data.rfind(b"\n", 0, end) + 1
+        text, cursor = data[begin:end], begin
+        stripped = text.lstrip(b" ")
+        indent = len(text) - len(stripped)
+        if not stripped.strip() or stripped.startswith(b"#") or indent >= limit:
+            continue
+        limit = indent
+        if stripped.startswith(b"-"):
+            continue
+        match = _KEY_LINE.match(stripped)
+        if match is None:
+            return None
+        parts.append(next(g for g in match.groups() if g is not None).strip()
+                     .decode("utf-8", "replace") if match.group(3) else
+                     next(g for g in match.groups() if g is not None).decode("utf-8", "replace"))
+    return ":".join(reversed(parts)) + ":" if parts else ":"
+
+
+def _comment_aads(position: int, value_spans: Sequence[tuple[int, str]], everything: Iterable[str],
+                  data: bytes = b"") -> list[str]:
     """Candidate AADs for a comment at byte `position`, most likely first: the enclosing paths of the
     next value, of the previous one, then every other path of the document."""
     after = next((aad for start, aad in value_spans if start > position), None)
     before = next((aad for start, aad in reversed(value_spans) if start < position), None)
     ordered: dict[str, None] = {}
+    by_indent = _indented_path(data, position) if data else None
+    if by_indent is not None:
+        ordered[by_indent] = None
     for aad in (after, before):
         if aad is not None:
             ordered.update(dict.fromkeys(_candidates(aad)))
@@ -121,7 +159,7 @@ def rotate_bytes(data: bytes, fmt: str, identities: Any, groups: Sequence[Sequen
         elif text in clear and text not in encrypted:
             continue  # a clear value that only looks encrypted: sops hashes it as it is
         else:
-            replacement = _reencrypt(text, match.start(), old.key, new_key, encrypted, value_spans)
+            replacement = _reencrypt(text, match.start(), old.key, new_key, encrypted, value_spans, data)
         pieces += [data[last:match.start()], replacement.encode("ascii")]
         last = match.end()
     pieces.append(data[last:])
@@ -147,10 +185,10 @@ def rotate_bytes(data: bytes, fmt: str, identities: Any, groups: Sequence[Sequen
 
 
 def _reencrypt(text: str, position: int, old_key: bytes, new_key: bytes, encrypted: dict[str, str],
-               value_spans: Sequence[tuple[int, str]]) -> str:
+               value_spans: Sequence[tuple[int, str]], data: bytes = b"") -> str:
     enc = v.parse_enc(text)
     known = encrypted.get(text)
-    aads = [known] if known is not None else _comment_aads(position, value_spans, encrypted.values())
+    aads = [known] if known is not None else _comment_aads(position, value_spans, encrypted.values(), data)
     for aad in aads:
         try:
             plaintext = v.decrypt_value(old_key, enc, aad)

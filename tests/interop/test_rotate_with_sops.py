@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from sopsctl import rotate
@@ -96,6 +96,8 @@ def _with_comments(text: str, comments: list[str], where: list[int]) -> str:
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Found by this test: a comment inside a mapping whose only leaf is null (no leaf names its path).
+@example(documents=[{"a": {"pw_unencrypted": None}}], options={}, comments=[""], where=[1, 0])
 @given(st.lists(DOCUMENTS, min_size=1, max_size=2), st.sampled_from(OPTIONS), COMMENTS,
        st.lists(st.integers(min_value=0, max_value=200), min_size=2, max_size=2))
 def test_rotated_by_sopsctl_decrypts_with_sops_as_before(sops_bin: Path, documents: list[dict], options: dict,
