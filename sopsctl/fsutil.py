@@ -145,3 +145,34 @@ def write_batch(items: list[tuple[Path, bytes]]) -> tuple[list[str], tuple[str, 
     for directory in {path.parent for _, path in temps}:
         _fsync_dir(directory)
     return done, failure
+
+
+LOCK_NAME = ".sopsctl.lock"
+
+
+@contextlib.contextmanager
+def repo_lock(root: Path):  # type: ignore[no-untyped-def]
+    """One writer per repository: a second sopsctl that would change files stops with a clear line.
+
+    An advisory flock on `<root>/.sopsctl.lock` (the kernel releases it when the process dies, so a
+    killed run never leaves the repository locked); the file records the holder's pid for the message.
+    """
+    import fcntl
+
+    path = root / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot create the lock file: {exc.strerror or exc}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            raise InputError(f"another sopsctl (pid {holder}) is changing this repository; wait for it to "
+                             "finish, then run this again") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

@@ -349,11 +349,14 @@ def life_event(repo: Repo, edit, *, dry_run: bool = False, force: bool = False) 
                              KeyIndex.build(old_policy).subject_of, KeyIndex.build(new_policy).subject_of)
     written: list[str] = []
     if not dry_run:
-        for name, _, new in editor.texts():
-            atomic_write(_source_path(repo, name), new)
-            written.append(name)
-        write_config(repo, new_text)
-        written.append(repo.display(repo.config_path))
+        from .fsutil import repo_lock
+
+        with repo_lock(repo.root):
+            for name, _, new in editor.texts():
+                atomic_write(_source_path(repo, name), new)
+                written.append(name)
+            write_config(repo, new_text)
+            written.append(repo.display(repo.config_path))
     return LifeEvent(diff, changes, notes, written)
 
 

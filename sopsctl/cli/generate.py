@@ -41,5 +41,8 @@ def generate(
     if output == "-":
         out(text)
         return
-    target = ops.write_config(repo, text, Path(output) if output else None)
+    from ..fsutil import repo_lock
+
+    with repo_lock(repo.root):
+        target = ops.write_config(repo, text, Path(output) if output else None)
     err(f"sopsctl: wrote {repo.display(target)} ({len(generated.rules)} creation rules)")

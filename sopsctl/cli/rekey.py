@@ -27,8 +27,11 @@ def rekey_paths(repo, paths: list[str] | None, *, dry_run: bool = False, jobs: i
     _, generated = ops.generated_config(repo, policy)
     relatives = paths if paths is not None else ops.secrets_files(repo, policy)
     identities = None if dry_run else load_identities(os.environ, Path.home(), identity_files or [])
-    report = rekey.run(repo.root, relatives, generated.rules, identities, dry_run=dry_run, jobs=jobs,
-                       progress=None if dry_run else progress_bar("re-keyed", 200)(len(relatives)))
+    from ..fsutil import repo_lock
+
+    with repo_lock(repo.root):
+        report = rekey.run(repo.root, relatives, generated.rules, identities, dry_run=dry_run, jobs=jobs,
+                           progress=None if dry_run else progress_bar("re-keyed", 200)(len(relatives)))
     if output_format == "json":
         out(json.dumps({"changed": report.changed, "unchanged": report.unchanged,
                         "failed": [{"path": p, "message": m} for p, m in report.failed]}, indent=2) + "\n")

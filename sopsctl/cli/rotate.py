@@ -23,8 +23,11 @@ def rotate_paths(repo, relatives: list[str], *, identity_files: list[Path] | Non
     policy = ops.load(repo)
     _, generated = ops.generated_config(repo, policy)
     identities = load_identities(os.environ, Path.home(), identity_files or [])
-    report = rotate.run(repo.root, relatives, generated.rules, identities,
-                        progress=progress_bar("rotated", 200)(len(relatives)))
+    from ..fsutil import repo_lock
+
+    with repo_lock(repo.root):
+        report = rotate.run(repo.root, relatives, generated.rules, identities,
+                            progress=progress_bar("rotated", 200)(len(relatives)))
     if output_format == "json":
         out(json.dumps({"rotated": report.rotated,
                         "failed": [{"path": p, "message": m} for p, m in report.failed]}, indent=2) + "\n")
