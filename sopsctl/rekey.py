@@ -9,8 +9,8 @@ from pathlib import Path
 
 from .audit import normalize_recipient
 from .engine import RuleMatcher
-from .errors import SopsctlError
-from .fsutil import write_batch
+from .errors import InputError, SopsctlError
+from .fsutil import read_bytes, write_batch
 from .model import CreationRule, FileKey, SopsMetadata
 
 
@@ -70,9 +70,9 @@ def governed_files(root: Path, relatives: Sequence[str], rules: Sequence[Creatio
     for relative in relatives:
         fmt = detect_format(relative)
         try:
-            data = (root / relative).read_bytes()
+            data = read_bytes(root / relative, what="secret file")  # size-limited, one clear line
             metadata = read_metadata(data, fmt, full=True)
-        except (OSError, MetadataError) as exc:
+        except (InputError, MetadataError) as exc:
             fail(relative, f"cannot read its sops metadata: {exc}")
             continue
         if metadata is None:
