@@ -12,7 +12,7 @@ app = typer.Typer(
     name="sopsctl",
     help="A SOPS secrets policy manager: one policy generates .sops.yaml, audits every file, re-keys natively.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion; names come from the policy (cli/completion.py)
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )

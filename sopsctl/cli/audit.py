@@ -9,6 +9,7 @@ import typer
 
 from . import app
 from .common import FormatOption, PolicyOption, RootOption, choice, out, progress_bar
+from .completion import selectors
 
 AUDIT_FORMATS = ("text", "json", "markdown", "sarif")
 
@@ -55,7 +56,8 @@ def who(
 
 @app.command()
 def access(
-    selector: Annotated[str, typer.Argument(help="identity:N, host:N, key:N, group:N, role:R, …")],
+    selector: Annotated[str, typer.Argument(help="identity:N, host:N, key:N, group:N, role:R, …",
+                                            autocompletion=selectors)],
     root: RootOption = None,
     policy: PolicyOption = None,
     output_format: FormatOption = "text",

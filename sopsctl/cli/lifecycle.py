@@ -9,6 +9,7 @@ import typer
 
 from . import app
 from .common import PolicyOption, RootOption, err, out
+from .completion import names
 
 host_app = typer.Typer(help="Onboard, re-key and retire hosts.", no_args_is_help=True)
 identity_app = typer.Typer(help="Add and retire people and services.", no_args_is_help=True)
@@ -99,7 +100,7 @@ def host_add(
 
 @host_app.command("set-key")
 def host_set_key(
-    name: Annotated[str, typer.Argument(help="The host's name.")],
+    name: Annotated[str, typer.Argument(help="The host's name.", autocompletion=names("hosts", active_only=True))],
     ssh_key: SshKey = None, ssh_key_file: SshKeyFile = None, age: Age = None,
     root: RootOption = None, policy: PolicyOption = None, dry_run: DryRun = False, force: Force = False,
     rekey: Rekey = False, identity: Identity = None,
@@ -132,10 +133,14 @@ def _report_exposure(repo, subject: str, exposed: list, dry_run: bool) -> None: 
                 "its owner needs a new key (sopsctl host set-key / identity add, then retire the old key)\n")
 
 
+SECTION_OF = {"host": "hosts", "identity": "identities", "key": "keys"}
+
+
 def _retire_command(group: typer.Typer, noun: str, factory_name: str) -> None:
     @group.command("retire", help=f"Retire a {noun}: it is left out of every rule from now on.")
     def retire(
-        name: Annotated[str, typer.Argument(help="Its name in the policy.")],
+        name: str = typer.Argument(..., help="Its name in the policy.",
+                                   autocompletion=names(SECTION_OF[noun], active_only=True)),
         root: RootOption = None, policy: PolicyOption = None, dry_run: DryRun = False, force: Force = False,
         rekey: Rekey = False, identity: Identity = None,
         rotate: Annotated[bool, typer.Option("--rotate", help="Also rotate the data key of every file it could "
