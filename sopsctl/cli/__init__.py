@@ -28,6 +28,7 @@ from . import lint as _lint  # noqa: E402,F401
 from . import matrix as _matrix  # noqa: E402,F401
 from . import rekey as _rekey  # noqa: E402,F401
 from . import rotate as _rotate  # noqa: E402,F401
+from . import schema as _schema  # noqa: E402,F401
 from . import verify as _verify  # noqa: E402,F401
 
 
