@@ -33,6 +33,10 @@ class Resolver:
         self.account_owner = account_owners(policy)
         self.owners = key_owners(policy)
         self._memo: dict[tuple[str, str | None], list[str]] = {}
+        # SPEC §2: every key of a retired identity or host resolves to nothing, even named as key:N.
+        entities = {"identity": policy.identities, "host": policy.hosts}
+        self._retired_owner = {name for name, owner in self.owners.items()
+                               if owner.kind in entities and not entities[owner.kind][owner.name].active}
         self._hosts_by_account: dict[str, list[str]] = {}
         for host in policy.hosts.values():
             for account in host.users:
@@ -40,7 +44,7 @@ class Resolver:
 
     def _active_keys(self, names: Iterable[str]) -> list[str]:
         keys = self.policy.keys
-        return [n for n in names if n in keys and keys[n].active]
+        return [n for n in names if n in keys and keys[n].active and n not in self._retired_owner]
 
     def identity_keys(self, name: str) -> list[str]:
         identity = self.policy.identities.get(name)

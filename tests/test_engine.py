@@ -200,3 +200,12 @@ def test_literal_prefix() -> None:
     assert literal_prefix("^a|b") == ""  # the anchor covers one branch only
     assert literal_prefix("secrets/a") == ""  # unanchored: found anywhere
     assert literal_prefix("^(?:a|b)/x") == ""
+
+
+def test_a_key_named_directly_resolves_to_nothing_once_its_owner_is_retired() -> None:
+    text = SMALL_POLICY.replace("readers: [role:admin, hosts]", "readers: [key:bob, key:db1]")
+    assert _names({r.label(): r for r in _rules(text)}["shared"]) == [["recovery", "bob", "db1"]]
+    retired = text.replace("bob: {role: user, keys: [bob]}", "bob: {role: user, keys: [bob], status: retired}")
+    retired = retired.replace("db1: {platform: nixos, keys: [db1], users: {alice: admin}}",
+                              "db1: {platform: nixos, keys: [db1], users: {alice: admin}, status: retired}")
+    assert _names({r.label(): r for r in _rules(retired)}["shared"]) == [["recovery"]]
