@@ -280,6 +280,8 @@ _JS = """
     shown.textContent = count + " of " + rows.length + " subjects";
   }
   box.addEventListener("input", apply);
+  var preset = /^#filter=(.*)$/.exec(location.hash);  /* a link like page.html#filter=raquel */
+  if (preset) { try { box.value = decodeURIComponent(preset[1]); } catch (e) { box.value = preset[1]; } }
   apply();  /* a value the browser restored (back button) filters too */
   document.getElementById("matrix").addEventListener("mouseover", function (event) {
     var cell = event.target.closest("td");
