@@ -150,11 +150,16 @@ def run(root: Path, relatives: Sequence[str], rules: Sequence[CreationRule], ide
     finally:
         if pool is not None:
             pool.shutdown()
-    done, failure = write_batch([(root / path, data) for path, data in results.items()])
-    report.changed = sorted(Path(p).relative_to(root).as_posix() for p in done)
-    if failure is not None:
-        path, message = failure
-        written = set(report.changed)
-        report.failed += [(p, f"not written: {message}") for p in sorted(results) if p not in written]
-    report.failed.sort()
+    report.changed, not_written = write_results(root, results)
+    report.failed = sorted(report.failed + not_written)
     return report
+
+
+def write_results(root: Path, results: dict[str, bytes]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Write a batch (see fsutil.write_batch); (paths written, (path, reason) for each one not written)."""
+    done, failure = write_batch([(root / path, data) for path, data in results.items()])
+    written = sorted(Path(p).relative_to(root).as_posix() for p in done)
+    if failure is None:
+        return written, []
+    _, message = failure
+    return written, [(p, f"not written: {message}") for p in sorted(set(results) - set(written))]

@@ -21,9 +21,8 @@ from typing import Any
 from . import values as v
 from .datakey import DATA_KEY_BYTES, DataKeyError, Recovered, go_rfc3339, rewrap
 from .errors import SopsctlError
-from .fsutil import write_batch
 from .model import CreationRule, FileKey, SopsMetadata
-from .rekey import governed_files, rule_threshold, target_groups
+from .rekey import governed_files, rule_threshold, target_groups, write_results
 
 # A token as sops writes it: standard base64 parts, a lower-case type; bytes so any encoding works.
 _TOKEN = re.compile(rb"ENC\[AES256_GCM,data:([A-Za-z0-9+/=]+),iv:([A-Za-z0-9+/=]+),tag:([A-Za-z0-9+/=]+),"
@@ -236,11 +235,6 @@ def run(root: Path, relatives: Sequence[str], rules: Sequence[CreationRule], ide
             report.failed.append((item.path, str(exc).replace("\n", "; ")))
         if progress:
             progress(1)
-    done, failure = write_batch([(root / path, data) for path, data in results.items()])
-    report.rotated = sorted(Path(p).relative_to(root).as_posix() for p in done)
-    if failure is not None:
-        _, message = failure
-        written = set(report.rotated)
-        report.failed += [(p, f"not written: {message}") for p in sorted(results) if p not in written]
-    report.failed.sort()
+    report.rotated, not_written = write_results(root, results)
+    report.failed = sorted(report.failed + not_written)
     return report
