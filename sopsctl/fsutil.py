@@ -46,6 +46,8 @@ def atomic_write(path: Path | str, data: bytes, *, mode: int | None = None, excl
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=directory)
     except FileNotFoundError:
         raise InputError(f"{path}: its directory does not exist") from None
+    except PermissionError:
+        raise InputError(f"{path}: permission denied writing it") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot write: {exc.strerror or exc}") from None
     tmp = Path(tmp_name)
@@ -64,9 +66,11 @@ def atomic_write(path: Path | str, data: bytes, *, mode: int | None = None, excl
             tmp.unlink()
         else:
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if isinstance(exc, OSError):  # a full disk, a read-only target…: one clear line, exit 3
+            raise InputError(f"{path}: cannot write: {exc.strerror or exc}") from None
         raise
     _fsync_dir(directory)
 

@@ -199,12 +199,18 @@ class _Reader:
 
     # -- keys -----------------------------------------------------------------------------
 
+    def _entries(self, doc: Doc, node: yaml.Node, section: str, noun: str, table: dict,
+                 read: Callable[[str, yaml.Node], object]) -> None:
+        """Each `name: {…}` of a section: a valid, new name, read on its own so one bad entry
+        does not hide the problems of the others."""
+        for name, name_node, value in doc.mapping(node, section):
+            if self._name(doc, name_node, name, noun, table, lambda entity: entity.source):
+                entity = self.out.guard(lambda n=name, v=value: read(n, v))
+                if entity is not None:
+                    table[name] = entity
+
     def _keys(self, doc: Doc, node: yaml.Node, key_node: yaml.Node) -> None:
-        for name, name_node, value in doc.mapping(node, "keys"):
-            if self._name(doc, name_node, name, "key", self.keys, lambda k: k.source):
-                key = self.out.guard(lambda n=name, v=value: self._key(doc, n, v))
-                if key is not None:
-                    self.keys[name] = key  # type: ignore[assignment]
+        self._entries(doc, node, "keys", "key", self.keys, lambda n, v: self._key(doc, n, v))
 
     def _key(self, doc: Doc, name: str, node: yaml.Node) -> Key:
         where = doc.where(node)
@@ -247,50 +253,40 @@ class _Reader:
 
     def _identities(self, doc: Doc, node: yaml.Node, key_node: yaml.Node) -> None:
         allowed = ("role", "accounts", "keys", "status", "note")
-        for name, name_node, value in doc.mapping(node, "identities"):
-            if not self._name(doc, name_node, name, "identity", self.identities, lambda i: i.source):
-                continue
 
-            def read(n: str = name, v: yaml.Node = value) -> Identity:
-                fields = self._fields(doc, v, f"identity '{n}'", allowed)
-                role = doc.string(fields["role"], f"identity '{n}'.role") if "role" in fields else "user"
-                accounts = [t for t, _ in doc.strings(fields["accounts"], f"identity '{n}'.accounts")] \
-                    if "accounts" in fields else [n]
-                for account in accounts:
-                    if not NAME_RE.match(account):
-                        raise doc.fail(fields["accounts"], f"identity '{n}': bad account name '{account}'")
-                keys = self._key_refs(doc, fields.get("keys"), f"identity '{n}'")
-                return Identity(n, role, tuple(accounts), keys, self._status(doc, fields, f"identity '{n}'"),
-                                doc.where(v))
+        def read(n: str, v: yaml.Node) -> Identity:
+            fields = self._fields(doc, v, f"identity '{n}'", allowed)
+            role = doc.string(fields["role"], f"identity '{n}'.role") if "role" in fields else "user"
+            accounts = [t for t, _ in doc.strings(fields["accounts"], f"identity '{n}'.accounts")] \
+                if "accounts" in fields else [n]
+            for account in accounts:
+                if not NAME_RE.match(account):
+                    raise doc.fail(fields["accounts"], f"identity '{n}': bad account name '{account}'")
+            keys = self._key_refs(doc, fields.get("keys"), f"identity '{n}'")
+            return Identity(n, role, tuple(accounts), keys, self._status(doc, fields, f"identity '{n}'"),
+                            doc.where(v))
 
-            identity = self.out.guard(read)
-            if identity is not None:
-                self.identities[name] = identity  # type: ignore[assignment]
+        self._entries(doc, node, "identities", "identity", self.identities, read)
 
     def _hosts(self, doc: Doc, node: yaml.Node, key_node: yaml.Node) -> None:
         allowed = ("platform", "keys", "users", "status", "note")
-        for name, name_node, value in doc.mapping(node, "hosts"):
-            if not self._name(doc, name_node, name, "host", self.hosts, lambda h: h.source):
-                continue
 
-            def read(n: str = name, v: yaml.Node = value) -> Host:
-                fields = self._fields(doc, v, f"host '{n}'", allowed)
-                platform = doc.string(fields["platform"], f"host '{n}'.platform") if "platform" in fields else None
-                users: dict[str, str] = {}
-                if "users" in fields:
-                    for account, anode, rel in doc.mapping(fields["users"], f"host '{n}'.users"):
-                        relation = doc.string(rel, f"host '{n}'.users.{account}")
-                        if relation not in RELATIONS:
-                            raise doc.fail(rel, f"host '{n}': account '{account}' has relation '{relation}' "
-                                                f"(expected one of: {', '.join(RELATIONS)})")
-                        users[account] = relation
-                        self._account_refs.append((account, doc.where(anode), n))
-                keys = self._key_refs(doc, fields.get("keys"), f"host '{n}'")
-                return Host(n, platform, keys, users, self._status(doc, fields, f"host '{n}'"), doc.where(v))
+        def read(n: str, v: yaml.Node) -> Host:
+            fields = self._fields(doc, v, f"host '{n}'", allowed)
+            platform = doc.string(fields["platform"], f"host '{n}'.platform") if "platform" in fields else None
+            users: dict[str, str] = {}
+            if "users" in fields:
+                for account, anode, rel in doc.mapping(fields["users"], f"host '{n}'.users"):
+                    relation = doc.string(rel, f"host '{n}'.users.{account}")
+                    if relation not in RELATIONS:
+                        raise doc.fail(rel, f"host '{n}': account '{account}' has relation '{relation}' "
+                                            f"(expected one of: {', '.join(RELATIONS)})")
+                    users[account] = relation
+                    self._account_refs.append((account, doc.where(anode), n))
+            keys = self._key_refs(doc, fields.get("keys"), f"host '{n}'")
+            return Host(n, platform, keys, users, self._status(doc, fields, f"host '{n}'"), doc.where(v))
 
-            host = self.out.guard(read)
-            if host is not None:
-                self.hosts[name] = host  # type: ignore[assignment]
+        self._entries(doc, node, "hosts", "host", self.hosts, read)
 
     _account_refs: list[tuple[str, SourceRef, str]]
 

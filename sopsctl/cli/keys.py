@@ -94,14 +94,5 @@ def generate(
         if not sys.stdout.isatty():
             err(f"Public key: {recipient}")
         return
-    try:
-        atomic_write(output, content.encode(), mode=0o600, exclusive=True)
-    except FileNotFoundError:
-        raise InputError(f"{output}: its directory does not exist") from None
-    except PermissionError:
-        raise InputError(f"{output}: permission denied writing the identity file") from None
-    except IsADirectoryError:
-        raise InputError(f"{output}: is a directory") from None
-    except OSError as exc:
-        raise InputError(f"{output}: cannot write: {exc.strerror or exc}") from None
+    atomic_write(output, content.encode(), mode=0o600, exclusive=True)  # its errors are one clear line
     err(f"Public key: {recipient}")
