@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,11 +58,13 @@ def differs(metadata: SopsMetadata, rule: CreationRule) -> bool:
 
 def governed_files(root: Path, relatives: Sequence[str], rules: Sequence[CreationRule],
                    fail: Callable[[str, str], None], plain: str | None = None,
+                   overrides: Mapping[str, CreationRule] | None = None,
                    ) -> Iterator[tuple[str, str, bytes, SopsMetadata, CreationRule]]:
     """(path, format, bytes, full metadata, rule) for each encrypted file a rule governs.
 
     Unreadable and uncovered files go to `fail(path, reason)`; plain files too when `plain`
     gives the reason (rotate), else they are passed over (rekey: audit reports them).
+    `overrides` gives the rule of files that `.sops.yaml` does not govern (clan secrets: their links).
     """
     from .formats import MetadataError, detect_format, read_metadata
 
@@ -79,6 +81,10 @@ def governed_files(root: Path, relatives: Sequence[str], rules: Sequence[Creatio
             if plain is not None:
                 fail(relative, plain)
             continue
+        override = overrides.get(relative) if overrides else None
+        if override is not None:
+            yield relative, fmt, data, metadata, override
+            continue
         index = matcher.match(relative)
         if index is None:
             fail(relative, "no class governs it, so it has no rule naming its recipients")
@@ -91,11 +97,11 @@ def rule_threshold(rule: CreationRule) -> int | None:
 
 
 def plan(root: Path, relatives: Sequence[str], rules: Sequence[CreationRule],
-         report: RekeyReport) -> list[_Plan]:
+         report: RekeyReport, overrides: Mapping[str, CreationRule] | None = None) -> list[_Plan]:
     """Read each file and decide: unchanged, to re-key, or failed (unreadable, uncovered)."""
     plans = []
     for relative, fmt, data, metadata, rule in governed_files(
-            root, relatives, rules, lambda path, why: report.failed.append((path, why))):
+            root, relatives, rules, lambda path, why: report.failed.append((path, why)), overrides=overrides):
         if not differs(metadata, rule):
             report.unchanged.append(relative)
             continue
@@ -120,9 +126,10 @@ def _rekey_one(item: _Plan, identities) -> bytes:  # type: ignore[no-untyped-def
 
 
 def run(root: Path, relatives: Sequence[str], rules: Sequence[CreationRule], identities,  # type: ignore[no-untyped-def]
-        *, dry_run: bool = False, jobs: int = 1, progress: Callable[[int], None] | None = None) -> RekeyReport:
+        *, dry_run: bool = False, jobs: int = 1, progress: Callable[[int], None] | None = None,
+        overrides: Mapping[str, CreationRule] | None = None) -> RekeyReport:
     report = RekeyReport()
-    plans = plan(root, relatives, rules, report)
+    plans = plan(root, relatives, rules, report, overrides)
     if dry_run:
         report.changed = [p.path for p in plans]
         return report
