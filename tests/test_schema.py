@@ -1,5 +1,6 @@
 """The policy JSON Schema (`sopsctl schema`): the example policies validate, broken ones are rejected,
-and for every broken case the loader refuses it too, so schema and loader agree."""
+and for every broken case the loader refuses it too, so schema and loader agree. The schema check
+`lint` runs (sopsctl/schemacheck.py) passes every policy the tests load: no false positives."""
 
 from __future__ import annotations
 
@@ -12,11 +13,16 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
 
+from sopsctl import schemacheck
 from sopsctl.cli import main
 from sopsctl.errors import ExitCode, PolicyError
 from sopsctl.model import SELECTOR_KINDS_BARE, SELECTOR_KINDS_WITH_ARG
 from sopsctl.policy import CRYPT_OPTIONS, RELATIONS, SECTIONS, load_policy
+
+from .policy_helpers import SMALL_POLICY
+from .strategies import fleet_policy_text, fleets
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICY_FILES = sorted((ROOT / "policies").glob("*.yaml"))
@@ -181,7 +187,10 @@ def test_schema_is_a_valid_draft_2020_12_schema() -> None:
 def test_schema_names_exactly_the_loader_vocabulary() -> None:
     assert tuple(SCHEMA["properties"]) == SECTIONS
     defs = SCHEMA["$defs"]
-    assert set(defs["key"]["anyOf"][1]["properties"]) == {"age", "ssh", "pgp", "status", "retired", "note"}
+    assert set(defs["key"]["anyOf"][1]["properties"]) == {"age", "ssh", "pgp", "clan_user", "clan_machine",
+                                                          "status", "retired", "note"}
+    setting_fields = SCHEMA["properties"]["settings"]["anyOf"][1]["properties"]
+    assert set(setting_fields) == {"secrets_dirs", "always_readers", "fallback", "host_key_form", "ignore", "clan_root"}
     assert set(defs["identity"]["properties"]) == {"role", "accounts", "keys", "status", "note"}
     assert set(defs["host"]["properties"]) == {"platform", "keys", "users", "status", "note"}
     assert set(defs["class"]["properties"]) == {"name", "path", "paths", "path_regex", "readers", "key_groups",
@@ -235,3 +244,111 @@ def test_loader_refuses_what_the_schema_rejects(case: str) -> None:
 def test_schema_command_prints_the_shipped_schema(capsys) -> None:
     assert main(["schema"]) == ExitCode.OK
     assert json.loads(capsys.readouterr().out) == SCHEMA
+
+
+# -- the check lint runs: no false positives on any policy the loader accepts ---------------------
+
+
+def _policy_texts_in_tests() -> dict[str, str]:
+    """Policy texts the test suite writes, module-level (f-strings included) or literal anywhere."""
+    import ast
+    import importlib
+    import textwrap
+
+    found: dict[str, str] = {}
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        if path.name == "conftest.py":
+            continue
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        tree = ast.parse(path.read_text())
+        parts = {id(v) for node in ast.walk(tree) if isinstance(node, ast.JoinedStr) for v in node.values}
+        texts = [(f"line {node.lineno}", node.value) for node in ast.walk(tree)
+                 if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in parts]
+        texts += [(name, value) for name, value in vars(importlib.import_module(module)).items()
+                  if isinstance(value, str)]
+        for where, text in texts:
+            text = textwrap.dedent(text)
+            if "\nclasses:" in f"\n{text}" and ("keys:" in text or "version:" in text):
+                found.setdefault(text, f"{path.relative_to(ROOT)} {where}")
+    return {where: text for text, where in found.items()}
+
+
+TEST_POLICIES = _policy_texts_in_tests()
+
+
+def _loads(text: str) -> bool:
+    try:
+        load_policy([("p.yaml", text.encode())])
+    except PolicyError:
+        return False
+    return True
+
+
+def test_the_suite_writes_policies_to_check() -> None:
+    assert len(TEST_POLICIES) >= 4, TEST_POLICIES.keys()
+    assert SMALL_POLICY in TEST_POLICIES.values()
+
+
+@pytest.mark.parametrize("where", sorted(TEST_POLICIES))
+def test_every_policy_the_tests_load_passes_the_schema_check(where: str) -> None:
+    text = TEST_POLICIES[where]
+    if not _loads(text):
+        pytest.skip("a template or a policy broken on purpose")
+    assert schemacheck.check([("p.yaml", text.encode())]).problems == []
+
+
+def test_example_and_real_fleet_policies_pass_the_schema_check() -> None:
+    sources = [(p.name, p.read_bytes()) for p in [*POLICY_FILES, REAL_FLEET]]
+    assert schemacheck.check(sources).problems == []
+    assert schemacheck.check([("p.yaml", BASE_TEXT.encode())]).problems == []
+
+
+def test_an_imported_policy_passes_the_schema_check(tmp_path: Path) -> None:
+    from sopsctl.importer import import_sops_yaml
+
+    assert main(["generate", "--root", str(tmp_path), "--policy", str(ROOT / "policies")]) == ExitCode.OK
+    text = import_sops_yaml((tmp_path / ".sops.yaml").read_bytes()).text
+    assert _loads(text)
+    assert schemacheck.check([("imported.yaml", text.encode())]).problems == []
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(fleets())
+def test_random_fleet_policies_pass_the_schema_check(fleet) -> None:  # type: ignore[no-untyped-def]
+    text = fleet_policy_text(fleet)
+    assert _loads(text)
+    assert schemacheck.check([("p.yaml", text.encode())]).problems == []
+
+
+def test_a_policy_directory_is_checked_file_by_file_without_top_level_requirements() -> None:
+    assert "required" not in SCHEMA  # each file of a directory is a fragment: nothing is required of it
+    head, classes = SMALL_POLICY.split("classes:\n")
+    sources = [("p/a.yaml", head.encode()), ("p/b.yaml", ("classes:\n" + classes).encode()), ("p/c.yaml", b"")]
+    load_policy(sources)
+    assert schemacheck.check(sources).problems == []
+
+
+def test_clan_keys_and_clan_root_pass_the_schema() -> None:
+    """Keys read from clan name a user or machine instead of a recipient; lint must not reject them."""
+    text = SMALL_POLICY.replace("always_readers: [key:recovery]\n",
+                                "always_readers: [key:recovery]\n  clan_root: infra/clan\n")
+    text = text.replace("keys:\n", "keys:\n  crs58: {clan_user: crs58, note: from clan}\n"
+                                    "  cinnabar: {clan_machine: cinnabar}\n", 1)
+    assert schemacheck.check([("p.yaml", text.encode())]).problems == []
+    both = text.replace("{clan_machine: cinnabar}", "{clan_machine: cinnabar, clan_user: crs58}")
+    assert [p.message for p in schemacheck.check([("p.yaml", both.encode())]).problems] == [
+        "keys.cinnabar: clan_machine and clan_user cannot be given together (choose one)"]
+    nothing = text.replace("{clan_machine: cinnabar}", "{note: cinnabar}")
+    assert [p.message for p in schemacheck.check([("p.yaml", nothing.encode())]).problems] == [
+        "keys.cinnabar: needs one of age, ssh, pgp, clan_user, clan_machine"]
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_the_schema_check_explains_every_broken_case_in_words(case: str) -> None:
+    text = yaml.safe_dump(broken(case), sort_keys=False)
+    problems = schemacheck.check([("p.yaml", text.encode())]).problems
+    assert problems, f"the schema check accepts: {case}"
+    for problem in problems:
+        assert problem.code == "schema" and problem.source and problem.source.line > 1 or case.startswith(
+            ("version", "settings")), problem
+        assert not any(raw in problem.message for raw in ("given schemas", "should not be valid", "{'")), problem

@@ -20,14 +20,17 @@ def lint(
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 on warnings too.")] = False,
 ) -> None:
     """Validate the policy: schema, references, keys, empty or unreachable classes, lockout risk."""
-    from .. import ops
+    from .. import ops, schemacheck
     from ..errors import PolicyError
 
     repo = ops.open_repo(Path.cwd(), root, policy)
+    # Every schema violation of every file first: the loader stops at the first one in a section.
+    checked = schemacheck.check(ops.read_policy_sources(repo))
     try:
         problems = ops.lint(repo)
     except PolicyError as exc:  # lint reports what stops the policy from loading as findings
         problems = exc.problems
+    problems = schemacheck.combine(checked, problems)
     if output_format == "json":
         out(json.dumps({"problems": [
             {"code": p.code, "severity": p.severity, "message": p.message,
