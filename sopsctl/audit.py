@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from itertools import combinations
 from typing import NamedTuple
 
+from . import clanaudit
+from .clan import ClanTree
+from .clanaudit import CLAN_CLASS
 from .engine import RuleMatcher
 from .model import CreationRule, FileKey, Finding, Policy, SopsMetadata
 from .policy import key_owners
@@ -201,7 +204,9 @@ def audit(
     files: Sequence[ScannedFile],
     *,
     config_stale: bool = False,
+    clan: ClanTree | None = None,
 ) -> AuditReport:
+    """Judge every scanned file: by its rule, or, for clan secrets and vars in `files`, by their links."""
     index = KeyIndex.build(policy)
     findings: list[Finding] = []
     audited: list[AuditedFile] = []
@@ -211,20 +216,24 @@ def audit(
     if config_stale:
         findings.append(Finding("stale-config", ".sops.yaml", ".sops.yaml differs from what the policy generates",
                                 "sopsctl generate"))
+    clan_secrets = clan.by_path() if clan is not None else {}
+    clan_holders = clanaudit.clan_names(clan) if clan is not None else {}
     for scanned in files:
+        secret = clan_secrets.get(scanned.path)
+        if secret is not None:
+            audited.append(_audited_clan(scanned, index))
+            if scanned.error is not None or scanned.metadata is None:
+                findings.append(_unusable(scanned, CLAN_CLASS))
+            else:
+                findings += clanaudit.secret_findings(clan, secret, scanned.metadata, index, clan_holders)
+            continue
         rule_index = matcher.match(scanned.path)
         rule = rules[rule_index] if rule_index is not None else None
         label = labels[rule_index] if rule_index is not None else None
-        if scanned.error is not None:
-            findings.append(Finding("unreadable", scanned.path, f"SOPS metadata is malformed: {scanned.error}",
-                                    "restore it from version control; sops cannot decrypt it either", klass=label))
-            audited.append(AuditedFile(scanned.path, scanned.format, "unreadable", rule_index, label, None))
-            continue
-        if scanned.metadata is None:
-            findings.append(Finding("plaintext", scanned.path, "not SOPS-encrypted, yet under a secrets directory",
-                                    f"encrypt it (sops encrypt -i {scanned.path}) or list it in settings.ignore",
-                                    klass=label))
-            audited.append(AuditedFile(scanned.path, scanned.format, "plaintext", rule_index, label, None))
+        if scanned.error is not None or scanned.metadata is None:
+            findings.append(_unusable(scanned, label))
+            status = "unreadable" if scanned.error is not None else "plaintext"
+            audited.append(AuditedFile(scanned.path, scanned.format, status, rule_index, label, None))
             continue
         metadata = scanned.metadata
         recipients = tuple(index.view(k, g) for g, group in enumerate(metadata.groups) for k in group)
@@ -239,10 +248,31 @@ def audit(
             findings.append(Finding("fallback-only", scanned.path, f"only the fallback class '{fallback}' governs "
                                     "this file", "give it a class of its own", klass=label))
         findings += _file_findings(scanned.path, metadata, rule, labels[rule_index], index)
+    if clan is not None:
+        findings += clanaudit.tree_findings(clan)
     findings += transitive_findings(policy, index, files, {a.path: a.klass for a in audited})
     order = {kind: i for i, kind in enumerate(_KIND_ORDER)}
     findings.sort(key=lambda f: (f.path, order.get(f.kind, 99), f.subject or "", f.key or ""))
     return AuditReport(tuple(audited), tuple(findings))
+
+
+def _unusable(scanned: ScannedFile, label: str | None) -> Finding:
+    """The finding for a file that is not usable SOPS: malformed metadata, or not encrypted at all."""
+    if scanned.error is not None:
+        return Finding("unreadable", scanned.path, f"SOPS metadata is malformed: {scanned.error}",
+                       "restore it from version control; sops cannot decrypt it either", klass=label)
+    return Finding("plaintext", scanned.path, "not SOPS-encrypted, yet under a secrets directory",
+                   f"encrypt it (sops encrypt -i {scanned.path}) or list it in settings.ignore", klass=label)
+
+
+def _audited_clan(scanned: ScannedFile, index: KeyIndex) -> AuditedFile:
+    if scanned.metadata is None:
+        status = "unreadable" if scanned.error is not None else "plaintext"
+        return AuditedFile(scanned.path, scanned.format, status, None, CLAN_CLASS, None)
+    metadata = scanned.metadata
+    recipients = tuple(index.view(k, g) for g, group in enumerate(metadata.groups) for k in group)
+    return AuditedFile(scanned.path, scanned.format, "encrypted", None, CLAN_CLASS, metadata.effective_threshold,
+                       recipients)
 
 
 _KIND_ORDER = ("stale-config", "unreadable", "plaintext", "uncovered", "group-mismatch", "missing-reader",

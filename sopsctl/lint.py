@@ -11,8 +11,9 @@ from .model import CreationRule, Policy, PolicyClass, Problem, SourceRef
 from .policy import key_owners
 
 
-def lint_policy(policy: Policy, generated: Generated, nested_configs: Sequence[str] = ()) -> list[Problem]:
-    """Every problem of a loaded policy, errors first, in a stable order."""
+def lint_policy(policy: Policy, generated: Generated, nested_configs: Sequence[str] = (),
+                extra: Sequence[Problem] = ()) -> list[Problem]:
+    """Every problem of a loaded policy (and `extra` ones found elsewhere, e.g. clan's), errors first, in a stable order."""
     classes = {cls.name: cls for cls in policy.classes}
     problems = list(generated.problems)
     problems += lockout_problems(policy, generated.rules)
@@ -22,6 +23,7 @@ def lint_policy(policy: Policy, generated: Generated, nested_configs: Sequence[s
     problems += [Problem("nested-config", f"{path}: a nested .sops.yaml; sopsctl manages one config per repo "
                          "root and ignores it, but sops run from that folder would use it", None, "warning")
                  for path in nested_configs]
+    problems += extra
     order = {"error": 0, "warning": 1, "note": 2}
     return sorted(problems, key=lambda p: (order[p.severity], p.source or SourceRef("", 0), p.message))
 

@@ -49,6 +49,8 @@ class Key:
     retired: str | None = None
     note: str | None = None
     source: SourceRef | None = None
+    clan_user: str | None = None  # the recipient is read from clan's sops/users/<name>/key.json
+    clan_machine: str | None = None  # … or from sops/machines/<name>/key.json
 
     @property
     def active(self) -> bool:
@@ -143,6 +145,7 @@ class Settings:
     fallback: str | None = None  # None means `deny`
     host_key_form: Literal["age", "ssh"] = "age"
     ignore: tuple[str, ...] = ()
+    clan_root: str | None = None  # the folder holding clan's sops/ and vars/ (default: found on its own)
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,46 @@ def read_policy_sources(repo: Repo) -> list[tuple[str, bytes]]:
 
 
 def load(repo: Repo) -> Policy:
-    return load_policy(read_policy_sources(repo))
+    return load_sources(repo, read_policy_sources(repo))
+
+
+def load_sources(repo: Repo, sources: list[tuple[str, bytes]]) -> Policy:
+    """Load policy files of this repository: keys that name a clan user or machine read its key.json."""
+    from .clan import key_source
+
+    return load_policy(sources, key_source(repo.root))
+
+
+def clan_tree(repo: Repo, policy: Policy):  # type: ignore[no-untyped-def]
+    """The repository's clan tree (clan.ClanTree), or None when it has none."""
+    from .clan import read_tree
+
+    return read_tree(repo.root, policy.settings.clan_root)
+
+
+def selected_files(repo: Repo, policy: Policy, paths: list[Path] | None = None) -> list[str]:
+    """Files a command works on: `.sops.yaml`-governed files, then clan secrets and vars, at or under PATH…."""
+    return secrets_files(repo, policy, paths) + clan_files(repo, clan_tree(repo, policy), paths)
+
+
+def clan_rules(repo: Repo, policy: Policy):  # type: ignore[no-untyped-def]
+    """(clan tree or None, path -> the rule its links make) for rekey and rotate."""
+    from .audit import KeyIndex
+    from .clanaudit import rekey_rules
+
+    tree = clan_tree(repo, policy)
+    return tree, (rekey_rules(tree, KeyIndex.build(policy)) if tree is not None else {})
+
+
+def clan_files(repo: Repo, tree, paths: list[Path] | None = None) -> list[str]:  # type: ignore[no-untyped-def]
+    """Clan secrets and vars to look at: all of them, or those at or under PATH…."""
+    if tree is None:
+        return []
+    if not paths:
+        return [s.path for s in tree.secrets]
+    wanted = [repo.display(p if p.is_absolute() else Path.cwd() / p) for p in paths]
+    return [s.path for s in tree.secrets
+            if any(w in (".", "") or s.path == w or s.path.startswith(w.rstrip("/") + "/") for w in wanted)]
 
 
 def policy_label(repo: Repo) -> str:
@@ -120,7 +159,14 @@ def lint(repo: Repo) -> list:
     from .lint import lint_policy
 
     policy = load(repo)
-    return lint_policy(policy, build_rules(policy), nested_configs(repo, policy))
+    tree = clan_tree(repo, policy)
+    clan_problems = []
+    if tree is not None:
+        from .audit import KeyIndex
+        from .clanaudit import lint_clan
+
+        clan_problems = lint_clan(policy, tree, KeyIndex.build(policy))
+    return lint_policy(policy, build_rules(policy), nested_configs(repo, policy), clan_problems)
 
 
 # -- audit: walking the secrets tree ----------------------------------------------------------------
@@ -141,8 +187,13 @@ def secrets_files(repo: Repo, policy: Policy, paths: list[Path] | None = None) -
     """Repo-relative paths to audit: PATH… as given, else every file under the secrets dirs."""
     import os
 
+    from .clan import find_clan_root
+
     roots = paths if paths else [repo.root / d for d in policy.settings.secrets_dirs]
     prefix = str(repo.root) + os.sep
+    clan_root = find_clan_root(repo.root, policy.settings.clan_root)
+    clan_base = "" if clan_root is None or clan_root == repo.root else repo.display(clan_root) + "/"
+    clan_owned = (f"{clan_base}sops/", f"{clan_base}vars/") if clan_root is not None else ()
     found: list[str] = []
     for base in roots:
         base = base if base.is_absolute() else (Path.cwd() / base)
@@ -163,7 +214,9 @@ def secrets_files(repo: Repo, policy: Policy, paths: list[Path] | None = None) -
                 # string slicing, not Path.resolve(): this runs once per file of the tree
                 found.append(full[len(prefix):].replace(os.sep, "/") if full.startswith(prefix)
                              else repo.display(Path(full)))
-    return [p for p in dict.fromkeys(found) if not _ignored(p, policy.settings.ignore)]
+    # clan secrets and vars follow their links, not .sops.yaml: they are audited apart (clan_files)
+    return [p for p in dict.fromkeys(found)
+            if not _ignored(p, policy.settings.ignore) and not (clan_owned and p.startswith(clan_owned))]
 
 
 def scan_file(root: Path, relative: str):  # type: ignore[no-untyped-def]
@@ -220,10 +273,11 @@ def audit_tree(repo: Repo, paths: list[Path] | None = None, progress=None) -> Au
 
     policy = load(repo)
     text, generated = generated_config(repo, policy)
-    relatives = secrets_files(repo, policy, paths)
+    tree = clan_tree(repo, policy)
+    relatives = secrets_files(repo, policy, paths) + clan_files(repo, tree, paths)
     scanned = scan_files(repo, relatives, progress(len(relatives)) if progress else None)
     stale = not check_config(repo, text).up_to_date
-    return AuditRun(policy, audit(policy, generated.rules, scanned, config_stale=stale), scanned)
+    return AuditRun(policy, audit(policy, generated.rules, scanned, config_stale=stale, clan=tree), scanned)
 
 
 def run_audit(repo: Repo, paths: list[Path] | None = None, progress=None):  # type: ignore[no-untyped-def]
@@ -282,7 +336,7 @@ def access(repo: Repo, selector_text: str):  # type: ignore[no-untyped-def]
     elif selector.kind == "key":
         keys.add(selector.arg or "")
     index = KeyIndex.build(policy)
-    relatives = secrets_files(repo, policy)
+    relatives = secrets_files(repo, policy) + clan_files(repo, clan_tree(repo, policy))
     scanned = scan_files(repo, relatives)
     return str(selector), ReadGraph(policy, index, scanned).access(keys)
 
@@ -328,12 +382,12 @@ def life_event(repo: Repo, edit, *, dry_run: bool = False, force: bool = False) 
     from .policyedit import PolicyEditor
 
     sources = read_policy_sources(repo)
-    old_policy = load_policy(sources)
+    old_policy = load_sources(repo, sources)
     editor = PolicyEditor.load(sources)
     notes = list(edit(editor, old_policy))
     edited = {name: new for name, _, new in editor.texts()}
     new_sources = [(name, edited.get(name, data)) for name, data in sources]
-    new_policy = load_policy(new_sources)
+    new_policy = load_sources(repo, new_sources)
     new_text, new_generated = generated_config(repo, new_policy)
     old_rules = build_rules(old_policy).rules
     before = {p.message for p in lockout_problems(old_policy, old_rules)}
@@ -393,7 +447,7 @@ def rules_against(repo: Repo, against: str | None):  # type: ignore[no-untyped-d
             data = read_bytes(path, what="file to compare with")
             if b"creation_rules" in data:
                 return parse_rules(data, against), None
-            old = load_policy([(against, data)])
+            old = load_sources(repo, [(against, data)])
         else:
             old = load(Repo(repo.root, path.resolve()))
         return build_rules(old).rules, old
@@ -406,7 +460,7 @@ def rules_against(repo: Repo, against: str | None):  # type: ignore[no-untyped-d
             raise InputError(f"{against}: no policy files under {relative}/ at that revision")
     else:
         names = [relative]
-    old = load_policy([(f"{against}:{name}", _git(repo, "show", f"{against}:./{name}")) for name in names])
+    old = load_sources(repo, [(f"{against}:{name}", _git(repo, "show", f"{against}:./{name}")) for name in names])
     return build_rules(old).rules, old
 
 

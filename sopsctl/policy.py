@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 import yaml
 
@@ -156,7 +156,7 @@ class _Reader:
             raise doc.fail(node, "unsupported policy version (this sopsctl reads version: 1)")
 
     def _settings(self, doc: Doc, node: yaml.Node, key_node: yaml.Node) -> None:
-        allowed = ("secrets_dirs", "always_readers", "fallback", "host_key_form", "ignore")
+        allowed = ("secrets_dirs", "always_readers", "fallback", "host_key_form", "ignore", "clan_root")
         for key, knode, value in doc.mapping(node, "settings"):
             if key not in allowed:
                 self.out.add("schema", f"settings: unknown setting '{key}' (expected one of: {', '.join(allowed)})",
@@ -176,6 +176,11 @@ class _Reader:
                 self.settings_values[key] = self._selectors(doc, value, "settings.always_readers")
             elif key == "fallback":
                 self.settings_values[key] = (doc.string(value, "settings.fallback"), doc.where(value))
+            elif key == "clan_root":
+                folder = doc.string(value, "settings.clan_root").rstrip("/") or "."
+                if folder.startswith("/") or ".." in folder.split("/"):
+                    raise doc.fail(value, "settings.clan_root must be a folder inside the repository, relative to it")
+                self.settings_values[key] = folder
             else:
                 form = doc.string(value, "settings.host_key_form")
                 if form not in ("age", "ssh"):
@@ -218,16 +223,25 @@ class _Reader:
             text = doc.string(node, f"key '{name}'")
             fields_text = {"ssh" if text.startswith("ssh-") else "age": text}
             status, retired, note = ACTIVE, None, None
+            clan = {}
         else:
-            fields = self._fields(doc, node, f"key '{name}'", ("age", "ssh", "pgp", "status", "retired", "note"))
+            fields = self._fields(doc, node, f"key '{name}'", ("age", "ssh", "pgp", "clan_user", "clan_machine",
+                                                                "status", "retired", "note"))
             fields_text = {k: doc.string(fields[k], f"key '{name}'.{k}") for k in ("age", "ssh", "pgp") if k in fields}
+            clan = {k: doc.string(fields[k], f"key '{name}'.{k}") for k in ("clan_user", "clan_machine")
+                    if k in fields}
             status = self._status(doc, fields, f"key '{name}'")
             retired = doc.date_text(fields["retired"], f"key '{name}'.retired") if "retired" in fields else None
             note = doc.string(fields["note"], f"key '{name}'.note") if "note" in fields else None
             if retired is not None and "status" not in fields:
                 status = RETIRED  # a retirement date says it all
-        if not fields_text:
-            raise doc.fail(node, f"key '{name}' needs an age recipient, an ssh public key or a pgp fingerprint")
+        if len(clan) > 1:
+            raise doc.fail(node, f"key '{name}': give clan_user or clan_machine, not both")
+        if not fields_text and not clan:
+            raise doc.fail(node, f"key '{name}' needs an age recipient, an ssh public key, a pgp fingerprint, "
+                                 "or a clan_user / clan_machine to read it from")
+        if clan and "pgp" in fields_text:
+            raise doc.fail(node, f"key '{name}': a clan key is an age key; give the pgp key in another key")
         if "pgp" in fields_text and len(fields_text) > 1:
             raise doc.fail(node, f"key '{name}': a pgp key is its own key; give age/ssh in another key")
         age = ssh = pgp = None
@@ -247,7 +261,8 @@ class _Reader:
                 pgp = _pgp_fingerprint(fields_text["pgp"])
         except (KeyFormatError, ValueError) as exc:
             raise doc.fail(node, f"key '{name}': {exc}", "key-format") from None
-        return Key(name, age=age, ssh=ssh, pgp=pgp, status=status, retired=retired, note=note, source=where)
+        return Key(name, age=age, ssh=ssh, pgp=pgp, status=status, retired=retired, note=note, source=where,
+                   clan_user=clan.get("clan_user"), clan_machine=clan.get("clan_machine"))
 
     # -- identities, hosts, groups ---------------------------------------------------------
 
@@ -445,6 +460,7 @@ class _Reader:
             fallback=fallback,
             host_key_form=values.get("host_key_form", "age"),  # type: ignore[arg-type]
             ignore=values.get("ignore", ()),  # type: ignore[arg-type]
+            clan_root=values.get("clan_root"),  # type: ignore[arg-type]
         )
         for cls in self.classes[:-1]:
             if cls.is_catch_all:
@@ -465,16 +481,44 @@ def _pgp_fingerprint(text: str) -> str:
     return fingerprint
 
 
-def load_policy(sources: Sequence[tuple[str, bytes]]) -> Policy:
-    """Read and validate policy files given as (display name, bytes); raises PolicyError with every problem."""
+ClanKeys = Callable[[str | None], Mapping[tuple[str, str], tuple[str, ...]]]
+
+
+def _resolve_clan_keys(policy: Policy, clan_keys: ClanKeys | None) -> tuple[Policy, list[Problem]]:
+    """Fill in the recipient of each key that only says `clan_user:` / `clan_machine:` from clan's key.json.
+
+    A key that gives its own recipient keeps it (lint reports when clan's key.json disagrees)."""
+    pending = {n: k for n, k in policy.keys.items() if k.age is None and (k.clan_user or k.clan_machine)}
+    if not pending:
+        return policy, []
+    table = clan_keys(policy.settings.clan_root) if clan_keys is not None else {}
+    keys, problems = dict(policy.keys), []
+    for name, key in pending.items():
+        kind, entity = ("user", key.clan_user) if key.clan_user else ("machine", key.clan_machine)
+        recipients = table.get((kind, entity or ""), ())
+        if len(recipients) != 1:
+            why = (f"clan has no {kind} '{entity}' (no sops/{kind}s/{entity}/key.json)" if not recipients else
+                   f"clan {kind} '{entity}' has {len(recipients)} age keys; name each in a key of its own")
+            problems.append(Problem("reference", f"key '{name}': {why}", key.source))
+            continue
+        keys[name] = replace(key, age=recipients[0])
+    return replace(policy, keys=keys), problems
+
+
+def load_policy(sources: Sequence[tuple[str, bytes]], clan_keys: ClanKeys | None = None) -> Policy:
+    """Read and validate policy files given as (display name, bytes); raises PolicyError with every problem.
+
+    `clan_keys(clan_root)` gives clan's key.json recipients by (user|machine, name), for keys that name them."""
     reader = _Reader()
     reader._account_refs = []
     reader._key_ref_sources = []
     for name, data in sources:
         reader.read_file(name, data)
     policy = reader.policy(tuple(name for name, _ in sources))
-    problems = reader.out.problems + check_references(policy, reader._key_ref_sources, reader._account_refs)
-    if not policy.classes and not any(p.code == "yaml" for p in problems):
+    policy, clan_problems = _resolve_clan_keys(policy, clan_keys)
+    problems = (reader.out.problems + clan_problems
+                + check_references(policy, reader._key_ref_sources, reader._account_refs))
+    if not policy.classes and not problems:  # a broken file already has its own line: one cause, one line
         problems.append(Problem("schema", "the policy has no classes: nothing to generate",
                                 SourceRef(sources[0][0], 1) if sources else None))
     if problems:

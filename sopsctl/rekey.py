@@ -58,13 +58,14 @@ def differs(metadata: SopsMetadata, rule: CreationRule) -> bool:
 
 def governed_files(root: Path, relatives: Sequence[str], rules: Sequence[CreationRule],
                    fail: Callable[[str, str], None], plain: str | None = None,
-                   overrides: Mapping[str, CreationRule] | None = None,
+                   overrides: Mapping[str, CreationRule | str] | None = None,
                    ) -> Iterator[tuple[str, str, bytes, SopsMetadata, CreationRule]]:
     """(path, format, bytes, full metadata, rule) for each encrypted file a rule governs.
 
     Unreadable and uncovered files go to `fail(path, reason)`; plain files too when `plain`
     gives the reason (rotate), else they are passed over (rekey: audit reports them).
-    `overrides` gives the rule of files that `.sops.yaml` does not govern (clan secrets: their links).
+    `overrides` gives the rule of files that `.sops.yaml` does not govern (clan secrets: their links),
+    or the reason such a file cannot be done.
     """
     from .formats import MetadataError, detect_format, read_metadata
 
@@ -82,6 +83,9 @@ def governed_files(root: Path, relatives: Sequence[str], rules: Sequence[Creatio
                 fail(relative, plain)
             continue
         override = overrides.get(relative) if overrides else None
+        if isinstance(override, str):  # a file .sops.yaml must not govern, and nothing else can
+            fail(relative, override)
+            continue
         if override is not None:
             yield relative, fmt, data, metadata, override
             continue
@@ -97,7 +101,7 @@ def rule_threshold(rule: CreationRule) -> int | None:
 
 
 def plan(root: Path, relatives: Sequence[str], rules: Sequence[CreationRule],
-         report: RekeyReport, overrides: Mapping[str, CreationRule] | None = None) -> list[_Plan]:
+         report: RekeyReport, overrides: Mapping[str, CreationRule | str] | None = None) -> list[_Plan]:
     """Read each file and decide: unchanged, to re-key, or failed (unreadable, uncovered)."""
     plans = []
     for relative, fmt, data, metadata, rule in governed_files(
@@ -127,7 +131,7 @@ def _rekey_one(item: _Plan, identities) -> bytes:  # type: ignore[no-untyped-def
 
 def run(root: Path, relatives: Sequence[str], rules: Sequence[CreationRule], identities,  # type: ignore[no-untyped-def]
         *, dry_run: bool = False, jobs: int = 1, progress: Callable[[int], None] | None = None,
-        overrides: Mapping[str, CreationRule] | None = None) -> RekeyReport:
+        overrides: Mapping[str, CreationRule | str] | None = None) -> RekeyReport:
     report = RekeyReport()
     plans = plan(root, relatives, rules, report, overrides)
     if dry_run:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hmac
 import re
 import secrets
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -214,20 +214,24 @@ class _Plan:
     threshold: int | None
 
 
-def plan(root: Path, relatives: Sequence[str], rules: Sequence[CreationRule], report: RotateReport) -> list[_Plan]:
+def plan(root: Path, relatives: Sequence[str], rules: Sequence[CreationRule], report: RotateReport,
+         overrides: Mapping[str, CreationRule | str] | None = None) -> list[_Plan]:
     """Read each file and find the recipients its rule names; unreadable, plain or uncovered files fail."""
     return [_Plan(relative, fmt, data, target_groups(metadata, rule), rule_threshold(rule))
             for relative, fmt, data, metadata, rule in governed_files(
                 root, relatives, rules, lambda path, why: report.failed.append((path, why)),
-                plain="not SOPS-encrypted: it has no sops metadata, so nothing to rotate")]
+                plain="not SOPS-encrypted: it has no sops metadata, so nothing to rotate", overrides=overrides)]
 
 
 def run(root: Path, relatives: Sequence[str], rules: Sequence[CreationRule], identities: Any, *,
-        progress: Callable[[int], None] | None = None, stamp: str | None = None) -> RotateReport:
-    """Rotate every file (each checked before and after); write those that succeeded in one batch."""
+        progress: Callable[[int], None] | None = None, stamp: str | None = None,
+        overrides: Mapping[str, CreationRule | str] | None = None) -> RotateReport:
+    """Rotate every file (each checked before and after); write those that succeeded in one batch.
+
+    `overrides` gives the rule of files `.sops.yaml` does not govern (clan secrets: their links)."""
     report = RotateReport()
     results: dict[str, bytes] = {}
-    for item in plan(root, relatives, rules, report):
+    for item in plan(root, relatives, rules, report, overrides):
         try:
             results[item.path] = rotate_bytes(item.data, item.fmt, identities, item.groups, item.threshold,
                                               stamp=stamp)

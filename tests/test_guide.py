@@ -65,6 +65,8 @@ def test_every_command_in_the_guide_runs_as_documented(real_fleet: Path, ssh_key
                            capture_output=True, text=True)
     assert "would re-key secrets/shared.yaml" in rekey.stdout
     assert "would re-key secrets/test.yaml" in rekey.stdout
+    assert "would re-key vars/per-machine/electrum/zfs/key/secret" in rekey.stdout
+    assert "5 file(s) would re-key" in rekey.stdout
 
 
 def test_the_readme_links_the_guide() -> None:

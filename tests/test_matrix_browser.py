@@ -70,8 +70,9 @@ def test_chromium_renders_the_page_to_a_screenshot(chromium: str, page: Path, tm
 
 def test_filter_from_the_url_narrows_the_matrix_to_one_identity(chromium: str, page: Path, tmp_path: Path) -> None:
     everyone = visible_rows(browse(chromium, tmp_path, "--dump-dom", page.as_uri()))
-    assert "identity:raquel" in everyone and len(everyone) == 17  # unfiltered, the script hides nothing
+    # unfiltered, the script hides nothing: 17 policy subjects and 3 recipients only clan vars name
+    assert "identity:raquel" in everyone and len(everyone) == 20
     dom = browse(chromium, tmp_path, "--dump-dom", page.as_uri() + "#filter=raquel")
     assert visible_rows(dom) == ["identity:raquel"]
-    assert len(ROW.findall(dom)) == 17  # the others are hidden, not removed
-    assert '<span id="shown">1 of 17 subjects</span>' in dom
+    assert len(ROW.findall(dom)) == 20  # the others are hidden, not removed
+    assert '<span id="shown">1 of 20 subjects</span>' in dom

@@ -38,6 +38,14 @@ def _key_spec(ssh_key: str | None, ssh_key_file: Path | None, age: str | None): 
     return KeySpec.from_options(ssh_key, text, age)
 
 
+def _clan_paths(repo) -> list[str]:  # type: ignore[no-untyped-def]
+    """Clan secrets and vars that can be re-keyed: a retired key leaves them too (rekey skips those in sync)."""
+    from .. import ops
+
+    _, rules = ops.clan_rules(repo, ops.load(repo))
+    return sorted(path for path, rule in rules.items() if not isinstance(rule, str))
+
+
 def _run(edit, root: Path | None, policy: Path | None, dry_run: bool, force: bool, rekey: bool,  # type: ignore[no-untyped-def]
          identity: list[Path] | None = None, rotate_for: str | None = None) -> None:
     from .. import ops
@@ -69,13 +77,15 @@ def _run(edit, root: Path | None, policy: Path | None, dry_run: bool, force: boo
                 from .rekey import rekey_paths
 
                 rest = [c.path for c in result.changes if not c.uncovered and c.path not in {a.path for a in exposed}]
+                rest += [p for p in _clan_paths(repo) if p not in {a.path for a in exposed}]
                 code = rekey_paths(repo, rest, identity_files=identity) if rest else 0
                 if code:
                     raise typer.Exit(code)
         elif rekey:
             from .rekey import rekey_paths
 
-            code = rekey_paths(repo, [c.path for c in result.changes if not c.uncovered], identity_files=identity)
+            code = rekey_paths(repo, [c.path for c in result.changes if not c.uncovered] + _clan_paths(repo),
+                               identity_files=identity)
             if code:
                 raise typer.Exit(code)
         elif result.changes:

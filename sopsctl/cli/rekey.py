@@ -25,13 +25,16 @@ def rekey_paths(repo, paths: list[str] | None, *, dry_run: bool = False, jobs: i
 
     policy = ops.load(repo)
     _, generated = ops.generated_config(repo, policy)
-    relatives = paths if paths is not None else ops.secrets_files(repo, policy)
+    _, clan_rules = ops.clan_rules(repo, policy)  # clan secrets get the recipients their links grant
+    relatives = paths if paths is not None else ops.secrets_files(repo, policy) + sorted(
+        p for p, rule in clan_rules.items() if not isinstance(rule, str))
     identities = None if dry_run else load_identities(os.environ, Path.home(), identity_files or [])
     from ..fsutil import repo_lock
 
     with repo_lock(repo.root):
         report = rekey.run(repo.root, relatives, generated.rules, identities, dry_run=dry_run, jobs=jobs,
-                           progress=None if dry_run else progress_bar("re-keyed", 200)(len(relatives)))
+                           progress=None if dry_run else progress_bar("re-keyed", 200)(len(relatives)),
+                           overrides=clan_rules)
     if output_format == "json":
         out(json.dumps({"changed": report.changed, "unchanged": report.unchanged,
                         "failed": [{"path": p, "message": m} for p, m in report.failed]}, indent=2) + "\n")
@@ -62,7 +65,7 @@ def rekey_command(
     from .. import ops
 
     repo = ops.open_repo(Path.cwd(), root, policy)
-    relatives = ops.secrets_files(repo, ops.load(repo), paths) if paths else None
+    relatives = ops.selected_files(repo, ops.load(repo), paths) if paths else None
     code = rekey_paths(repo, relatives, dry_run=dry_run, jobs=jobs, identity_files=identity,
                        output_format=output_format)
     if code:

@@ -22,12 +22,13 @@ def rotate_paths(repo, relatives: list[str], *, identity_files: list[Path] | Non
 
     policy = ops.load(repo)
     _, generated = ops.generated_config(repo, policy)
+    _, clan_rules = ops.clan_rules(repo, policy)
     identities = load_identities(os.environ, Path.home(), identity_files or [])
     from ..fsutil import repo_lock
 
     with repo_lock(repo.root):
         report = rotate.run(repo.root, relatives, generated.rules, identities,
-                            progress=progress_bar("rotated", 200)(len(relatives)))
+                            progress=progress_bar("rotated", 200)(len(relatives)), overrides=clan_rules)
     if output_format == "json":
         out(json.dumps({"rotated": report.rotated,
                         "failed": [{"path": p, "message": m} for p, m in report.failed]}, indent=2) + "\n")
@@ -52,7 +53,7 @@ def rotate_command(
     from .. import ops
 
     repo = ops.open_repo(Path.cwd(), root, policy)
-    relatives = ops.secrets_files(repo, ops.load(repo), paths)
+    relatives = ops.selected_files(repo, ops.load(repo), paths)
     code = rotate_paths(repo, relatives, identity_files=identity, output_format=output_format)
     if code:
         raise typer.Exit(code)

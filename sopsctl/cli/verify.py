@@ -45,7 +45,7 @@ def _files(paths: list[Path] | None, root: Path | None, policy: Path | None) -> 
         return _walk_plain(paths)
     if paths and not repo.policy_path.exists():
         return _walk_plain(paths)
-    relatives = ops.secrets_files(repo, ops.load(repo), paths or None)
+    relatives = ops.selected_files(repo, ops.load(repo), paths or None)
     return [(relative, repo.root / relative) for relative in relatives]
 
 

@@ -43,8 +43,18 @@ def test_json_names_every_kind_of_cell_and_exits_0_despite_findings(fleet: Path,
     assert cells[("secrets/shared.yaml", "identity:janettesmith")] == "missing"
     assert cells[("secrets/home-manager/users/raquel/secrets.yaml", "identity:raquel")] == "direct"
     assert cells[("secrets/users/admin-user/signing-key.yaml", "key:cinnabar")] == "transitive"
-    assert data["subjects"][0].startswith("identity:") and data["subjects"][-1].startswith("key:")
-    assert "secrets/services/.keep" not in data["files"] and len(data["files"]) == 18
+    # clan vars are rows too: the drift the fixture's README lists shows in the same matrix
+    assert cells[("vars/per-machine/electrum/zfs/key/secret", "key:electrum")] == "unexpected"
+    assert cells[("vars/per-machine/cinnabar/user-password-root/user-password-hash/secret", "key:cinnabar")] \
+        == "missing"
+    subjects = data["subjects"]
+    assert subjects[0].startswith("identity:")
+    # recipients no policy key knows come last: two test-era keys and clan's own stibnite machine key
+    raw = [s for s in subjects if s.startswith("age1")]
+    assert subjects[-len(raw):] == raw and subjects[-len(raw) - 1].startswith("key:")
+    assert {r[:9] for r in raw} == {"age1yvz2w", "age1ka74f", "age1uauyt"}
+    clan_files = [f for f in data["files"] if f.startswith(("sops/", "vars/"))]
+    assert "secrets/services/.keep" not in data["files"] and len(data["files"]) == 18 + len(clan_files) == 31
 
 
 def test_text_is_the_default_and_csv_is_long_format(fleet: Path, capsys, monkeypatch) -> None:
