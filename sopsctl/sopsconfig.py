@@ -122,14 +122,24 @@ def _other_key(kind: str, item: object) -> str:
     return str(item)
 
 
-def _group_keys(group: object, where: str, depth: int = 0) -> list[RuleKey]:
+_MAX_MERGED_GROUPS = 10_000  # YAML aliases let a few lines merge a group into itself 4^14 times
+
+
+def _group_keys(group: object, where: str, depth: int = 0, budget: list[int] | None = None) -> list[RuleKey]:
     if not isinstance(group, Mapping):
         raise InputError(f"{where}: a key group must be a mapping")
     if depth > 16:
         raise InputError(f"{where}: merge nested too deep")
+    budget = [_MAX_MERGED_GROUPS] if budget is None else budget
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise InputError(f"{where}: more than {_MAX_MERGED_GROUPS} merged key groups (a YAML alias bomb?)")
     keys: list[RuleKey] = []
-    for index, merged in enumerate(group.get("merge") or []):
-        keys.extend(_group_keys(merged, f"{where}.merge[{index}]", depth + 1))
+    merges = group.get("merge") or []
+    if not isinstance(merges, list):
+        raise InputError(f"{where}.merge: must be a list")
+    for index, merged in enumerate(merges):
+        keys.extend(_group_keys(merged, f"{where}.merge[{index}]", depth + 1, budget))
     for field in _GROUP_KEY_FIELDS:
         value = group.get(field)
         if field in ("age", "pgp", "hc_vault"):
@@ -138,6 +148,8 @@ def _group_keys(group: object, where: str, depth: int = 0) -> list[RuleKey]:
             kind = "hc_vault" if field == "hc_vault" else field
             keys.extend(RuleKey(r, kind) for r in _split_field(value, f"{where}.{field}"))
         else:
+            if value is not None and not isinstance(value, list):
+                raise InputError(f"{where}.{field}: must be a list")
             keys.extend(RuleKey(_other_key(field, item), field) for item in (value or []))
     # sops de-duplicates within a group by (type, key), keeping the first.
     seen: dict[tuple[str, str], RuleKey] = {}
@@ -160,13 +172,16 @@ def parse_rules(data: bytes, where: str = ".sops.yaml") -> tuple[CreationRule, .
     if not isinstance(raw_rules, list):
         raise InputError(f"{where}: creation_rules must be a list")
     rules = []
+    budget = [_MAX_MERGED_GROUPS]  # shared by every rule: aliases can repeat a bomb in each
     for index, raw in enumerate(raw_rules):
         here = f"{where}: creation_rules[{index}]"
         if not isinstance(raw, Mapping):
             raise InputError(f"{here}: must be a mapping")
         groups_raw = raw.get("key_groups") or []
+        if not isinstance(groups_raw, list):
+            raise InputError(f"{here}.key_groups: must be a list")
         if groups_raw:
-            groups = [tuple(_group_keys(g, f"{here}.key_groups[{i}]")) for i, g in enumerate(groups_raw)]
+            groups = [tuple(_group_keys(g, f"{here}.key_groups[{i}]", budget=budget)) for i, g in enumerate(groups_raw)]
         else:
             flat: list[RuleKey] = []
             for field in _KEY_FIELDS:
@@ -174,6 +189,8 @@ def parse_rules(data: bytes, where: str = ".sops.yaml") -> tuple[CreationRule, .
                 flat.extend(RuleKey(r, kind) for r in _split_field(raw.get(field), f"{here}.{field}"))
             groups = [tuple(flat)] if flat else []
         threshold = raw.get("shamir_threshold") or None
+        if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, int)):
+            raise InputError(f"{here}.shamir_threshold: must be a whole number, got {threshold!r}"[:200])
         options = tuple(sorted((k, raw[k]) for k in _OPTION_FIELDS if raw.get(k) not in (None, "", False)))
         path_regex = raw.get("path_regex")
         rules.append(CreationRule(

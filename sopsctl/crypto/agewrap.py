@@ -155,4 +155,4 @@ def unwrap(enc: str, identities: Any) -> bytes | None:
         if "No matching keys" in reason:
             return None
         # An identity matched a stanza but the rest failed: a corrupt file, or a plugin that gave up.
-        raise UnwrapError(f"enc could not be decrypted: {reason}") from None
+        raise UnwrapError(f"enc could not be decrypted: {' '.join(reason.split())}") from None  # age says it in 2 lines

@@ -131,7 +131,7 @@ def build_metadata(scalars: dict, flat: tuple[FileKey, ...] | list[FileKey],
     else:
         try:
             threshold = int(threshold)  # dotenv, INI and the YAML scanner give it as a string
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: .inf or 1e999
             raise MetadataError(f"shamir_threshold is not a number: {threshold!r}") from None
     # dotenv, INI and the YAML scanner give strings; the mapping form has real types: agree on one.
     options = tuple((k, True if k == "mac_only_encrypted" else str(scalars[k])) for k in OPTION_FIELDS

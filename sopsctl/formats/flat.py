@@ -19,8 +19,10 @@ def unflatten(flat: dict[str, str]) -> dict:
         path: list[object] = [parts[0]]
         for kind, rest in zip(parts[1::2], parts[2::2], strict=True):
             if kind == "list":
-                if not rest.isdigit():
+                if not (rest.isascii() and rest.isdigit()):
                     raise MetadataError(f"bad list index in {name}")
+                if int(rest) >= len(flat):  # sops numbers entries from 0: a bigger index is a hole (or a bomb)
+                    raise MetadataError(f"list index {rest} in {name} is beyond the {len(flat)} metadata entries")
                 path.append(int(rest))
             else:
                 path.append(rest)
@@ -36,7 +38,7 @@ def unflatten(flat: dict[str, str]) -> dict:
                 if node[step] is None:
                     node[step] = container
                 node = node[step]
-            if isinstance(following, int) != isinstance(node, list):
+            if not isinstance(node, list if isinstance(following, int) else dict):  # e.g. a value, then a__map_b
                 raise MetadataError(f"inconsistent metadata key {name}")
         last = path[-1]
         if isinstance(node, dict):

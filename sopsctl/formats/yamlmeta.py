@@ -98,6 +98,8 @@ def _scan(block: bytes, with_enc: bool = False) -> SopsMetadata:
                 field = _SIMPLE_FIELDS.get(key, b"")
             elif value:
                 in_groups = False
+                if key in scalars:  # sops (yaml.v3) refuses the file: "mapping key already defined"
+                    raise MetadataError(f"the sops entry has {key} twice")
                 scalars[key] = _scalar(value)
             else:
                 raise _Unusual  # a nested mapping we do not know
@@ -159,7 +161,7 @@ def read_yaml_metadata(data: bytes, full: bool = False) -> SopsMetadata | None:
     if block is not None:
         try:
             return _scan(block, with_enc=full)
-        except _Unusual:
+        except (_Unusual, UnicodeDecodeError):  # odd layout or bytes: libyaml decides
             pass
         try:
             document = yaml.load(b"sops:" + block, Loader=_Loader)
