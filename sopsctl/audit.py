@@ -8,8 +8,7 @@ from itertools import combinations
 from typing import NamedTuple
 
 from . import clanaudit
-from .clan import ClanTree
-from .clanaudit import CLAN_CLASS
+from .clanaudit import CLAN_CLASS, ClanTree
 from .engine import RuleMatcher
 from .model import CreationRule, FileKey, Finding, Policy, SopsMetadata
 from .policy import key_owners

@@ -4,60 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from .clanaudit import LINK_KINDS, ClanGroup, ClanSecret, ClanTree
 from .errors import InputError
 
 SECRET_NAME = "secret"  # clan stores each secret or var as one sops file of this name
-LINK_KINDS = ("users", "machines", "groups")
 MAX_KEY_JSON = 64 * 1024
 MAX_LINK_FILE = 4096  # a link flattened into a file (git with core.symlinks=false) holds a short path
-
-
-@dataclass(frozen=True)
-class ClanSecret:
-    """One clan secret or var: the `secret` file and who its links say may read it."""
-
-    path: str  # repo-relative path of the `secret` file
-    users: tuple[str, ...] = ()
-    machines: tuple[str, ...] = ()
-    groups: tuple[str, ...] = ()
-    machine: str | None = None  # the machine a per-machine var belongs to
-
-    @property
-    def kind(self) -> str:
-        return "var" if "/vars/" in f"/{self.path}" else "secret"
-
-
-@dataclass(frozen=True)
-class ClanGroup:
-    users: tuple[str, ...] = ()
-    machines: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class ClanTree:
-    """What a clan tree declares; every path repo-relative and '/'-separated."""
-
-    root: str  # the folder holding sops/ and vars/ ('' for the repository root)
-    users: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # name -> recipients in key.json
-    machines: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    groups: Mapping[str, ClanGroup] = field(default_factory=dict)
-    secrets: tuple[ClanSecret, ...] = ()
-    problems: tuple[tuple[str, str], ...] = ()  # (path, why) for key.json files that cannot be read
-
-    def by_path(self) -> dict[str, ClanSecret]:
-        return {s.path: s for s in self.secrets}
-
-    def prefixes(self) -> tuple[str, ...]:
-        """Repo-relative folder prefixes that belong to clan, not to `.sops.yaml`."""
-        base = f"{self.root}/" if self.root else ""
-        return (f"{base}sops/", f"{base}vars/")
-
-    def owns(self, path: str) -> bool:
-        return path.startswith(self.prefixes())
 
 
 def find_clan_root(root: Path, configured: str | None) -> Path | None:

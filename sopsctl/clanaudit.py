@@ -1,14 +1,50 @@
-"""Clan secrets judged by their links (pure): whom the links grant, against the file's recipients."""
+"""Clan trees as values, and clan secrets judged by their links (pure): whom the links grant, against the recipients."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
-from .clan import ClanSecret, ClanTree
 from .model import CreationRule, Finding, Policy, Problem, RuleKey, SopsMetadata
 
 CLAN_CLASS = "clan"  # the class label clan files carry in reports: their readers come from links, not rules
+LINK_KINDS = ("users", "machines", "groups")  # the folders of links beside a secret, and in a group
+
+
+@dataclass(frozen=True)
+class ClanSecret:
+    """One clan secret or var: the `secret` file and who its links say may read it."""
+
+    path: str  # repo-relative path of the `secret` file
+    users: tuple[str, ...] = ()
+    machines: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    machine: str | None = None  # the machine a per-machine var belongs to
+
+    @property
+    def kind(self) -> str:
+        return "var" if "/vars/" in f"/{self.path}" else "secret"
+
+
+@dataclass(frozen=True)
+class ClanGroup:
+    users: tuple[str, ...] = ()
+    machines: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ClanTree:
+    """What a clan tree declares; every path repo-relative and '/'-separated."""
+
+    root: str  # the folder holding sops/ and vars/ ('' for the repository root)
+    users: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # name -> recipients in key.json
+    machines: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    groups: Mapping[str, ClanGroup] = field(default_factory=dict)
+    secrets: tuple[ClanSecret, ...] = ()
+    problems: tuple[tuple[str, str], ...] = ()  # (path, why) for key.json files that cannot be read
+
+    def by_path(self) -> dict[str, ClanSecret]:
+        return {s.path: s for s in self.secrets}
 
 
 @dataclass(frozen=True)

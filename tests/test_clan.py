@@ -13,8 +13,17 @@ from hypothesis import strategies as st
 
 from sopsctl import ops
 from sopsctl.audit import KeyIndex
-from sopsctl.clan import ClanGroup, ClanSecret, ClanTree, find_clan_root, read_key_json, read_tree
-from sopsctl.clanaudit import grants, lint_clan, rekey_rules, secret_findings, tree_findings
+from sopsctl.clan import find_clan_root, read_key_json, read_tree
+from sopsctl.clanaudit import (
+    ClanGroup,
+    ClanSecret,
+    ClanTree,
+    grants,
+    lint_clan,
+    rekey_rules,
+    secret_findings,
+    tree_findings,
+)
 from sopsctl.errors import InputError, PolicyError
 from sopsctl.model import FileKey, SopsMetadata
 from sopsctl.policy import load_policy
