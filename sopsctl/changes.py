@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from .engine import RuleMatcher
@@ -39,11 +39,21 @@ def access_changes(
 ) -> list[FileChange]:
     """For each path, the readers its rule grants before and after; only paths that change."""
     old_match, new_match = RuleMatcher(old_rules), RuleMatcher(new_rules)
-    changes = []
+    pairs = []
     for path in paths:
         old_index, new_index = old_match.match(path), new_match.match(path)
-        old_rule = old_rules[old_index] if old_index is not None else None
-        new_rule = new_rules[new_index] if new_index is not None else None
+        pairs.append((path, old_rules[old_index] if old_index is not None else None,
+                      new_rules[new_index] if new_index is not None else None))
+    return rule_changes(pairs, old_subjects, new_subjects)
+
+
+def rule_changes(pairs: Iterable[tuple[str, CreationRule | None, CreationRule | None]],
+                 old_subjects: Mapping[str, str], new_subjects: Mapping[str, str]) -> list[FileChange]:
+    """For each (path, rule before, rule after), the readers gained and lost; only paths that change.
+
+    Clan secrets come here directly: their 'rules' are what their links grant, under each policy."""
+    changes = []
+    for path, old_rule, new_rule in pairs:
         before, after = _readers(old_rule, old_subjects), _readers(new_rule, new_subjects)
         shape_changed = _shape(old_rule) != _shape(new_rule)
         if before == after and not shape_changed:

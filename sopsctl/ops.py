@@ -399,8 +399,10 @@ def life_event(repo: Repo, edit, *, dry_run: bool = False, force: bool = False) 
         "".join(difflib.unified_diff(old.decode().splitlines(keepends=True), new.decode().splitlines(keepends=True),
                                      fromfile=f"a/{name}", tofile=f"b/{name}"))
         for name, old, new in editor.texts())
+    old_index, new_index = KeyIndex.build(old_policy), KeyIndex.build(new_policy)
     changes = access_changes(secrets_files(repo, new_policy), old_rules, new_generated.rules,
-                             KeyIndex.build(old_policy).subject_of, KeyIndex.build(new_policy).subject_of)
+                             old_index.subject_of, new_index.subject_of)
+    changes += _clan_changes(clan_tree(repo, new_policy), old_index, new_index)
     written: list[str] = []
     if not dry_run:
         from .fsutil import repo_lock
@@ -412,6 +414,19 @@ def life_event(repo: Repo, edit, *, dry_run: bool = False, force: bool = False) 
             write_config(repo, new_text)
             written.append(repo.display(repo.config_path))
     return LifeEvent(diff, changes, notes, written)
+
+
+def _clan_changes(tree, old_index, new_index) -> list:  # type: ignore[no-untyped-def]
+    """Clan secrets whose readers a policy change moves: the links stay, but retired keys drop out."""
+    if tree is None:
+        return []
+    from .changes import rule_changes
+    from .clanaudit import rekey_rules
+
+    before, after = rekey_rules(tree, old_index), rekey_rules(tree, new_index)
+    pairs = [(path, rule, after[path]) for path, rule in sorted(before.items())
+             if not isinstance(rule, str) and not isinstance(after[path], str)]
+    return rule_changes(pairs, old_index.subject_of, new_index.subject_of)
 
 
 # -- diff: access changes between two policies or two .sops.yaml files ---------------------------------

@@ -309,3 +309,15 @@ def test_secrets_dirs_never_hand_clan_files_to_the_sops_yaml_side(tmp_path: Path
     assert ops.selected_files(repo, policy, [repo.root / "sops"]) == ["sops/secrets/db/secret"]
     shutil.rmtree(repo.root / "sops")
     assert ops.clan_tree(repo, ops.load(repo)) is None
+
+
+def test_retiring_a_host_lists_the_clan_vars_it_stops_reading(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from sopsctl.cli import main
+
+    repo = repo_with(tmp_path, policy_with("  m1: {clan_machine: m1}\n", "  m1: {platform: nixos, keys: [m1]}\n"))
+    assert main(["generate", "--root", str(repo.root)]) == 0
+    capsys.readouterr()
+    assert main(["host", "retire", "m1", "--dry-run", "--root", str(repo.root)]) == 0
+    out = capsys.readouterr().out
+    assert "vars/per-machine/m1/users/password/secret: loses host:m1" in out
+    assert "sops/secrets/db/secret" not in out  # its links never granted m1
