@@ -187,13 +187,9 @@ def secrets_files(repo: Repo, policy: Policy, paths: list[Path] | None = None) -
     """Repo-relative paths to audit: PATH… as given, else every file under the secrets dirs."""
     import os
 
-    from .clan import find_clan_root
-
     roots = paths if paths else [repo.root / d for d in policy.settings.secrets_dirs]
     prefix = str(repo.root) + os.sep
-    clan_root = find_clan_root(repo.root, policy.settings.clan_root)
-    clan_base = "" if clan_root is None or clan_root == repo.root else repo.display(clan_root) + "/"
-    clan_owned = (f"{clan_base}sops/", f"{clan_base}vars/") if clan_root is not None else ()
+    clan_owned = _clan_prefixes(repo, policy)
     found: list[str] = []
     for base in roots:
         base = base if base.is_absolute() else (Path.cwd() / base)
@@ -217,6 +213,22 @@ def secrets_files(repo: Repo, policy: Policy, paths: list[Path] | None = None) -
     # clan secrets and vars follow their links, not .sops.yaml: they are audited apart (clan_files)
     return [p for p in dict.fromkeys(found)
             if not _ignored(p, policy.settings.ignore) and not (clan_owned and p.startswith(clan_owned))]
+
+
+def _clan_prefixes(repo: Repo, policy: Policy) -> tuple[str, ...]:
+    """Repo-relative folders that belong to clan (its sops/ and vars/), not to `.sops.yaml`."""
+    from .clan import find_clan_root
+
+    clan_root = find_clan_root(repo.root, policy.settings.clan_root)
+    if clan_root is None:
+        return ()
+    base = "" if clan_root == repo.root.resolve() else repo.display(clan_root) + "/"
+    return (f"{base}sops/", f"{base}vars/")
+
+
+def _clan_owned(repo: Repo, policy: Policy, relative: str) -> bool:
+    prefixes = _clan_prefixes(repo, policy)
+    return bool(prefixes) and relative.startswith(prefixes)
 
 
 def scan_file(root: Path, relative: str):  # type: ignore[no-untyped-def]
@@ -304,6 +316,9 @@ def who(repo: Repo, path: Path):  # type: ignore[no-untyped-def]
             raise InputError(f"{relative}: not SOPS-encrypted, so nobody's key is needed to read it")
         meta = scanned.metadata
         return who_report(relative, meta.groups, meta.effective_threshold, "file", index)
+    if _clan_owned(repo, policy, relative):
+        raise InputError(f"{relative}: does not exist; in clan, the links beside a secret decide who reads it, "
+                         "not .sops.yaml")
     _, generated = generated_config(repo, policy)
     position = match_rule(generated.rules, relative)
     if position is None:

@@ -321,3 +321,12 @@ def test_retiring_a_host_lists_the_clan_vars_it_stops_reading(tmp_path: Path, ca
     out = capsys.readouterr().out
     assert "vars/per-machine/m1/users/password/secret: loses host:m1" in out
     assert "sops/secrets/db/secret" not in out  # its links never granted m1
+
+
+def test_who_on_a_clan_secret_not_made_yet_says_links_decide(tmp_path: Path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from sopsctl.cli import main
+
+    repo = repo_with(tmp_path, policy_with())
+    monkeypatch.chdir(repo.root)
+    assert main(["who", "sops/secrets/new/secret"]) == 3
+    assert "the links beside a secret decide who reads it" in capsys.readouterr().err
