@@ -85,14 +85,19 @@ def grants(tree: ClanTree, secret: ClanSecret) -> Grants:
     return Grants({r: tuple(v) for r, v in recipients.items()}, tuple(dangling))
 
 
-def clan_names(tree: ClanTree) -> dict[str, str]:
-    """recipient -> how clan names its holder ('clan user crs58, clan user cameron')."""
-    names: dict[str, list[str]] = {}
+def holders(tree: ClanTree) -> dict[str, list[tuple[str, str]]]:
+    """recipient -> the clan users and machines whose key.json holds it, as (user|machine, name)."""
+    result: dict[str, list[tuple[str, str]]] = {}
     for kind, table in (("user", tree.users), ("machine", tree.machines)):
         for name, recipients in table.items():
             for recipient in recipients:
-                names.setdefault(recipient, []).append(f"clan {kind} {name}")
-    return {r: ", ".join(v) for r, v in names.items()}
+                result.setdefault(recipient, []).append((kind, name))
+    return result
+
+
+def clan_names(tree: ClanTree) -> dict[str, str]:
+    """recipient -> how clan names its holder ('clan user crs58, clan user cameron')."""
+    return {r: ", ".join(f"clan {kind} {name}" for kind, name in held) for r, held in holders(tree).items()}
 
 
 def is_orphan_var(tree: ClanTree, secret: ClanSecret) -> bool:
@@ -206,10 +211,14 @@ def lint_clan(policy: Policy, tree: ClanTree, index) -> list[Problem]:  # type: 
                                         f"{', '.join(recipients)} in its key.json: one of them is stale", key.source))
     for kind, table in (("user", tree.users), ("machine", tree.machines)):
         for entity, recipients in sorted(table.items()):
-            owned = [r for r in recipients if (index.key_of(r) is not None
-                                               and not index.owner_of[index.key_of(r)].startswith("key:"))]
-            if not owned:
-                problems.append(Problem("clan", f"clan {kind} '{entity}' ({', '.join(_short(r) for r in recipients)}) "
-                                        f"has no owner in the policy: give {'an identity' if kind == 'user' else 'a host'}"
-                                        f" a key with clan_{kind}: {entity}", None, "warning"))
+            keys = [index.key_of(r) for r in recipients if index.key_of(r) is not None]
+            if any(not index.owner_of[k].startswith("key:") for k in keys):
+                continue
+            owner = "an identity" if kind == "user" else "a host"
+            if keys:
+                why = f"is policy key '{keys[0]}', which no {owner.split()[1]} owns: add it to {owner}'s keys"
+            else:
+                why = (f"({', '.join(_short(r) for r in recipients)}) has no key in the policy: give {owner} a key "
+                       f"with clan_{kind}: {entity}")
+            problems.append(Problem("clan", f"clan {kind} '{entity}' {why}", None, "warning"))
     return problems

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from . import automata, globs
@@ -198,8 +199,12 @@ def _selector_list(names: list[str]) -> str:
 # -- the import --------------------------------------------------------------------------------
 
 
-def import_sops_yaml(data: bytes, where: str = ".sops.yaml") -> ImportResult:
+def import_sops_yaml(data: bytes, where: str = ".sops.yaml",
+                     clan_holders: Mapping[str, Sequence[tuple[str, str]]] | None = None) -> ImportResult:
     """Turn the bytes of a `.sops.yaml` into a policy regenerating the same creation rules.
+
+    `clan_holders` (recipient -> [(user|machine, name)] from a clan tree) lets a key that is one
+    clan user's or machine's say so (`clan_machine: NAME`), so lint can tell when clan's key moves on.
 
     Raises InputError for what a policy cannot express (kms and other non-age/pgp keys,
     rules without keys, an invalid recipient or a Shamir threshold sops refuses).
@@ -259,6 +264,13 @@ def import_sops_yaml(data: bytes, where: str = ".sops.yaml") -> ImportResult:
                     entry["note"] = note
                 keys[(key.kind, norm)] = name
                 entries[name] = entry
+    for name, entry in entries.items():
+        holders = (clan_holders or {}).get(entry.get("age", ""), ())
+        if len(holders) == 1:  # a key two clan users share names neither
+            kind, entity = holders[0]
+            entries[name] = {"age": entry["age"], f"clan_{kind}": entity,
+                             **{k: v for k, v in entry.items() if k != "age"}}
+            report.append(f"key '{name}': clan {kind} {entity}'s key (lint compares it with clan's key.json)")
     if any("ssh" in e for e in entries.values()):
         raise InputError(f"{where}: ssh-ed25519 recipients cannot be imported yet (a policy key emits their "
                          "ssh-to-age form, which is a different recipient)")

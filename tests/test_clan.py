@@ -330,3 +330,27 @@ def test_who_on_a_clan_secret_not_made_yet_says_links_decide(tmp_path: Path, cap
     monkeypatch.chdir(repo.root)
     assert main(["who", "sops/secrets/new/secret"]) == 3
     assert "the links beside a secret decide who reads it" in capsys.readouterr().err
+
+
+def test_import_names_clan_keys_and_lint_then_sees_clan_move_on(real_fleet: Path, tmp_path: Path, capsys,  # type: ignore[no-untyped-def]
+                                                                 monkeypatch) -> None:
+    from sopsctl.cli import main
+
+    root = tmp_path / "fleet"
+    shutil.copytree(real_fleet / "head", root)
+    for path in [root, *root.rglob("*")]:  # the shared fixture is read-only
+        path.chmod(path.stat().st_mode | 0o200)
+    monkeypatch.chdir(root)
+    (root / "policies").mkdir()
+    assert main(["import", "-o", "policies/fleet.yaml"]) == 0
+    assert "key 'cinnabar': clan machine cinnabar's key" in capsys.readouterr().err
+    policy = ops.load(ops.open_repo(root))
+    assert policy.keys["cinnabar"].clan_machine == "cinnabar"
+    assert policy.keys["admin-user"].clan_user is None  # crs58 and cameron share it: neither is named
+    assert main(["lint"]) == 1  # an imported policy has lockout risks; nothing about clan keys being stale
+    assert "stale" not in capsys.readouterr().out
+    # clan gives cinnabar a new machine key: the policy's copy is now stale, and lint says so
+    (root / "sops" / "machines" / "cinnabar" / "key.json").write_text(json.dumps({"publickey": M1, "type": "age"}))
+    assert main(["lint"]) == 1
+    assert f"key 'cinnabar' says age1j3wqa539kjrdtthzm8qep0f2llsycs5wz8g0v7596jrkj60qjdnq4acjaj but clan's machine " \
+           f"'cinnabar' has {M1}" in capsys.readouterr().out

@@ -17,11 +17,14 @@ def import_config(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the policy here (never overwrites); stdout by default.")] = None,
 ) -> None:
     """Write a policy that regenerates the same creation rules as an existing .sops.yaml; what was guessed goes to stderr."""
+    from ..clan import read_tree
+    from ..clanaudit import holders
     from ..fsutil import atomic_write, read_bytes
     from ..importer import import_sops_yaml
 
     data = read_bytes(source, what=".sops.yaml", limit=16 * 1024 * 1024)
-    result = import_sops_yaml(data, str(source))
+    tree = read_tree(source.resolve().parent, None)  # a clan tree next to the config names its keys
+    result = import_sops_yaml(data, str(source), holders(tree) if tree is not None else None)
     if output is None:
         out(result.text)
     else:
