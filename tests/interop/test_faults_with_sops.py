@@ -58,8 +58,7 @@ def kill_runs(rf: RekeyFleet, command: list[str], env: dict[str, str], watch: li
     """Start `command` `rounds` times, SIGKILL it at a random moment, then `check()` the repo each time."""
     start = time.monotonic()
     subprocess.run(command, env=env, cwd=rf.root, capture_output=True, timeout=300)  # to time one whole run
-    duration = time.monotonic() - start
-    # A copy of the files as they were: the timing run above changed them, so put them back.
+    duration = time.monotonic() - start  # the timing run changed the files: each round's reset puts them back
     outcomes = []
     moments = [("start", RNG.uniform(0.05, 0.95) * duration) for _ in range(rounds - 2)]
     moments += [("temps", RNG.uniform(0, 0.003)), ("renames", 0.0)]
@@ -101,7 +100,8 @@ def test_sigkill_during_generate_leaves_the_config_old_or_new(rf: RekeyFleet) ->
     check = OldOrNew(rf.root, old, new)
     outcomes = kill_runs(rf, cli(rf.root, "generate"), rf.fleet.env(), [rf.root], 8, check)
     assert any(code == -signal.SIGKILL for *_, code in outcomes), outcomes
-    assert no_temp_files(rf.root) == [] or all(p.endswith(".sopsctl-tmp") for p in no_temp_files(rf.root))
+    # A kill between the temp file and its rename may leave one: hidden, named for its target, never read.
+    assert all(Path(p).name.startswith(".sops.yaml.") for p in no_temp_files(rf.root)), no_temp_files(rf.root)
     expect(sopsctl(rf.root, "generate"), 0, "generate again")
     assert rf.read(".sops.yaml") == new[".sops.yaml"]
     expect(sopsctl(rf.root, "generate", "--check"), 0, "generate --check after the rerun")
