@@ -41,6 +41,7 @@ class Recovered:
     key: bytes
     shares: dict[int, bytes] = field(default_factory=dict)
     opened: dict[int, str] = field(default_factory=dict)
+    encs: dict[int, str] = field(default_factory=dict, repr=False)  # the `enc` that opened each group
 
     def __repr__(self) -> str:  # never the key or a share, whatever prints this
         return f"Recovered(key=<{len(self.key)} bytes>, opened={self.opened!r})"
@@ -58,18 +59,30 @@ def shown_recipient(recipient: str) -> str:
 # --- recovering ----------------------------------------------------------------------------------
 
 
-def _try_order(group: Sequence[FileKey]) -> list[FileKey]:
-    """sops's default decryption order: age entries first (file order), then pgp, then the rest."""
+def _try_order(group: Sequence[FileKey], held: frozenset[str] = frozenset()) -> list[FileKey]:
+    """sops's default decryption order: age entries first (file order), then pgp, then the rest.
+
+    Entries of the X25519 recipients in `held` (the identities at hand) go first: trying an entry
+    no identity opens still costs an X25519 exchange per identity, so a file whose opener is its
+    sixth entry would pay six instead of one.
+    """
     rank = {"age": 0, "pgp": 1}
-    return sorted(group, key=lambda entry: rank.get(entry.kind, 2))
+    return sorted(group, key=lambda entry: (entry.recipient.strip() not in held, rank.get(entry.kind, 2)))
 
 
-def _open_group(group: Sequence[FileKey], identities: Any, expected: int) -> tuple[str, bytes] | str:
-    """(recipient, payload) from the first entry an identity opens, or a report of what was tried."""
+def _held(identities: Any) -> frozenset[str]:
+    """The age1… recipients of the identities at hand, when they say (an IdentitySet does)."""
+    recipients = getattr(identities, "x25519_recipients", None)
+    return frozenset(recipients) if recipients else frozenset()
+
+
+def _open_group(group: Sequence[FileKey], identities: Any, expected: int,
+                held: frozenset[str] = frozenset()) -> tuple[str, bytes, str] | str:
+    """(recipient, payload, enc) from the first entry an identity opens, or a report of what was tried."""
     tried: list[str] = []
     skipped: list[str] = []
     problems: list[str] = []
-    for entry in _try_order(group):
+    for entry in _try_order(group, held):
         if entry.kind != "age":
             skipped.append(f"{entry.kind} {shown_recipient(entry.recipient)}")
             continue
@@ -91,7 +104,7 @@ def _open_group(group: Sequence[FileKey], identities: Any, expected: int) -> tup
         if len(payload) != expected:
             problems.append(f"{shown} wraps {len(payload)} bytes, expected {expected}")
             continue
-        return entry.recipient, payload
+        return entry.recipient, payload, entry.enc
     parts = []
     if tried:
         parts.append("no identity opens " + ", ".join(tried))
@@ -118,13 +131,15 @@ def recover(metadata: SopsMetadata, identities: Any, *, check_mac: bool = True) 
     expected = SHARE_BYTES if several else DATA_KEY_BYTES
     opened: dict[int, str] = {}
     payloads: dict[int, bytes] = {}
+    encs: dict[int, str] = {}
     reports: dict[int, str] = {}
+    held = _held(identities)
     for index, group in enumerate(groups):
-        result = _open_group(group, identities, expected)
+        result = _open_group(group, identities, expected, held)
         if isinstance(result, str):
             reports[index] = result
         else:
-            opened[index], payloads[index] = result
+            opened[index], payloads[index], encs[index] = result
     if len(opened) < needed:
         raise DataKeyError(_failure(groups, needed, opened, reports, identities))
     if several:
@@ -133,9 +148,9 @@ def recover(metadata: SopsMetadata, identities: Any, *, check_mac: bool = True) 
         except ValueError as exc:
             raise DataKeyError(f"cannot combine the key shares of groups "
                                f"{', '.join(str(i + 1) for i in sorted(payloads))}: {exc}") from None
-        recovered = Recovered(key, dict(payloads), opened)
+        recovered = Recovered(key, dict(payloads), opened, encs)
     else:
-        recovered = Recovered(payloads[0], {}, opened)
+        recovered = Recovered(payloads[0], {}, opened, encs)
     if check_mac and metadata.mac and metadata.lastmodified and not verify_key(recovered.key, metadata):
         raise DataKeyError(
             "the data key recovered from the key groups does not decrypt the file's MAC: its key entries "
@@ -336,3 +351,35 @@ def check_rewrapped(groups: Sequence[Sequence[FileKey]], threshold: int | None, 
             shown = ", ".join(str(i + 1) for i in subset)
             raise DataKeyError(f"groups {shown} together would not give the data key back (the split does "
                                f"not match threshold {effective}); the file is left as it was")
+
+
+def check_written(old: SopsMetadata, planned: Sequence[Sequence[FileKey]], written: SopsMetadata,
+                  recovered: Recovered, identities: Any) -> None:
+    """The last check before a re-keyed file replaces the original, read back from its new bytes.
+
+    The entries read back must be exactly the planned ones (kind, recipient and `enc`, per group).
+    One group staying one group: the entry that opened the key must be among them byte for byte, so
+    the identity that unwrapped it gets the same data key again (age decryption is deterministic),
+    and every newly wrapped entry must be a well-formed age file; no second unwrap is needed.
+    Anything else (Shamir groups, a re-split) goes through check_rewrapped, which unwraps again.
+    """
+    def entries(groups: Sequence[Sequence[FileKey]]) -> list[list[tuple[str, str, str | None]]]:
+        return [sorted((e.kind, e.recipient.strip(), e.enc) for e in group) for group in groups]
+
+    if entries(written.groups) != entries(planned):
+        raise DataKeyError("the key entries read back from the re-keyed file are not the ones written (a bug); "
+                           "the file is left as it was")
+    if len(old.groups) != 1 or len(written.groups) != 1 or 0 not in recovered.encs:
+        check_rewrapped(written.groups, written.effective_threshold, recovered, identities)
+        return
+    opener = (recovered.opened[0].strip(), recovered.encs[0])
+    group = written.groups[0]
+    if not any(e.kind == "age" and (e.recipient.strip(), e.enc) == opener for e in group):
+        check_rewrapped(written.groups, written.effective_threshold, recovered, identities)
+        return
+    before = {(e.kind, e.recipient.strip(), e.enc) for e in old.groups[0]}
+    for entry in group:
+        if entry.kind == "age" and (entry.kind, entry.recipient.strip(), entry.enc) not in before:
+            if not entry.enc:
+                raise DataKeyError(f"{shown_recipient(entry.recipient)} has no enc")
+            agewrap.dearmor(entry.enc)  # ArmorError (a SopsctlError) if it would not load

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import values as v
-from .datakey import DATA_KEY_BYTES, DataKeyError, Recovered, go_rfc3339, rewrap
+from .datakey import DATA_KEY_BYTES, DataKeyError, Recovered, go_rfc3339, recover, rewrap
 from .errors import SopsctlError
 from .model import CreationRule, FileKey, SopsMetadata
 from .rekey import governed_files, rule_threshold, target_groups, write_results
@@ -104,36 +104,49 @@ def _comment_aads(position: int, value_spans: Sequence[tuple[int, str]], everyth
     return list(ordered)
 
 
+_LASTMODIFIED = re.compile(rb'(?m)^([ \t]*"?(?:sops_)?lastmodified"?[ \t]*[:=][ \t]*["\']?)'
+                           rb"([^\r\n]*?)(?=[\"']?[ \t]*,?[ \t]*\r?$)")
+
+
 def _replace_lastmodified(data: bytes, old: str, new: str) -> bytes:
     """Every `lastmodified` entry holding `old` gets `new`, in the file's own quoting (YAML, JSON, dotenv, INI)."""
-    pattern = re.compile(rb'(?m)^([ \t]*"?(?:sops_)?lastmodified"?[ \t]*[:=][ \t]*["\']?)'
-                         + re.escape(old.encode("utf-8")) + rb"(?=[\"']?[ \t]*,?[ \t]*\r?$)")
-    result, count = pattern.subn(lambda m: m.group(1) + new.encode("ascii"), data)
-    if count == 0:
+    wanted, stamp = old.encode("utf-8"), new.encode("ascii")
+    pieces, last = [], 0
+    position = data.find(wanted)
+    while position >= 0:  # only the lines holding the old stamp are tried: no scan of every line
+        match = _LASTMODIFIED.match(data, data.rfind(b"\n", 0, position) + 1)
+        if match is not None and match.start(2) == position and match.group(2) == wanted:
+            pieces += [data[last:position], stamp]
+            last = match.end(2)
+        position = data.find(wanted, position + 1)
+    result = b"".join(pieces) + data[last:]
+    if not pieces:
         raise RotateError("cannot find its lastmodified entry to update (metadata laid out unusually); "
                           "rotate it with `sops rotate -i`")
     return result
 
 
 def rotate_bytes(data: bytes, fmt: str, identities: Any, groups: Sequence[Sequence[FileKey]] | None = None,
-                 threshold: int | None = None, *, stamp: str | None = None) -> bytes:
+                 threshold: int | None = None, *, stamp: str | None = None,
+                 metadata: SopsMetadata | None = None) -> bytes:
     """The rotated file: new data key, every token re-encrypted with its IV and AAD, new MAC and lastmodified.
 
-    `groups`/`threshold` are the recipients to wrap the new key for (default: the file's own). Raises
-    RotateError (or DataKeyError, a ValueError from the writers) and never returns an unverified result.
+    `groups`/`threshold` are the recipients to wrap the new key for (default: the file's own);
+    `metadata`, the file's metadata when the caller has just read it from `data`. Raises RotateError
+    (or DataKeyError, a ValueError from the writers) and never returns an unverified result.
     """
-    from .formats import read_metadata
     from .formats.write import replace_key_groups
     from .verify import verify_file
 
-    checked = verify_file(data, fmt, identities)
+    checked = verify_file(data, fmt, identities, metadata)  # one full decryption: every value and the MAC
     if not checked.ok:
         raise RotateError(f"not rotated, it does not verify ({checked.status}): {checked.message}")
-    metadata = read_metadata(data, fmt, full=True)
+    metadata = checked.metadata
     assert metadata is not None and metadata.mac and metadata.lastmodified  # verify_file checked them
     assert checked.data_key is not None
     old = Recovered(checked.data_key)  # the key verify_file just proved right: no second unwrap
     leaves = checked.leaves
+    known = checked.plaintexts  # what each value token decrypted to in that check: not decrypted twice
     encrypted = {leaf.value: leaf.aad for leaf in leaves if leaf.encrypted and isinstance(leaf.value, str)}
     clear = {leaf.value for leaf in leaves if not leaf.encrypted and isinstance(leaf.value, str)}
 
@@ -151,14 +164,18 @@ def rotate_bytes(data: bytes, fmt: str, identities: Any, groups: Sequence[Sequen
     texts = [m.group(0).decode("ascii") for m in matches]
     value_spans = [(m.start(), encrypted[t]) for m, t in zip(matches, texts, strict=True) if t in encrypted]
     pieces: list[bytes] = []
+    tokens: list[str] = []  # every token of the result, in order: what the check below expects to find
     last = 0
     for match, text in zip(matches, texts, strict=True):
         if text == metadata.mac:
             replacement = new_mac
         elif text in clear and text not in encrypted:
+            tokens.append(text)
             continue  # a clear value that only looks encrypted: sops hashes it as it is
         else:
-            replacement = _reencrypt(text, match.start(), old.key, new_key, encrypted, value_spans, data)
+            replacement = _reencrypt(text, match.start(), old.key, new_key, encrypted, value_spans, data,
+                                     known.get(text))
+        tokens.append(replacement)
         pieces += [data[last:match.start()], replacement.encode("ascii")]
         last = match.end()
     pieces.append(data[last:])
@@ -170,33 +187,67 @@ def rotate_bytes(data: bytes, fmt: str, identities: Any, groups: Sequence[Sequen
         threshold = metadata.threshold if several else None
     # A fresh Recovered and an "old" with no groups: every entry is wrapped anew (a fresh Shamir split).
     wrapped = rewrap(Recovered(new_key), SopsMetadata(()), wanted, threshold if several else None)
-    result = replace_key_groups(result, fmt, wrapped, threshold if several else None)
-
-    again = verify_file(result, fmt, identities)
-    if not again.ok:
-        raise RotateError(f"the rotated file would not verify ({again.status}: {again.message}); "
-                          "the original is untouched")
-    # verify_file unwrapped a key from the NEW entries that decrypts every value: it must be the new one.
-    if again.data_key is None or not hmac.compare_digest(again.data_key, new_key):
-        raise RotateError("the rotated file's key entries do not give the new data key back; the original is "
-                          "untouched")
+    result = replace_key_groups(result, fmt, wrapped, threshold if several else None, old=metadata)
+    _check_rotated(result, fmt, identities, new_key, new_stamp, new_mac, wrapped, tokens)
     return result
 
 
+def _check_rotated(result: bytes, fmt: str, identities: Any, new_key: bytes, new_stamp: str, new_mac: str,
+                   wrapped: Sequence[Sequence[FileKey]], tokens: Sequence[str]) -> None:
+    """The result, read back, before it may replace the original; RotateError otherwise.
+
+    It differs from the verified original only in its tokens, lastmodified and key entries, so this
+    reads those back: the key entries are the ones wrapped and give the new key with the identities at
+    hand (a real unwrap), the MAC decrypts with it and the new lastmodified, and every token is the
+    one written, in place (each value token was decrypted again as it was made, see _reencrypt).
+    """
+    from .formats import MetadataError, read_metadata
+
+    fail = "; the original is untouched"
+    try:
+        written = read_metadata(result, fmt, full=True)
+    except MetadataError as exc:
+        raise RotateError(f"the rotated file's sops metadata does not read back ({exc}){fail}") from None
+    if written is None or go_rfc3339(str(written.lastmodified or "")) != go_rfc3339(new_stamp) \
+            or written.mac != new_mac:
+        raise RotateError(f"the rotated file's lastmodified or mac did not read back as written{fail}")
+
+    def entries(groups: Sequence[Sequence[FileKey]]) -> list[list[tuple[str, str, str | None]]]:
+        return [sorted((e.kind, e.recipient.strip(), e.enc) for e in group) for group in groups]
+
+    if entries(written.groups) != entries(wrapped):
+        raise RotateError(f"the rotated file's key entries do not read back as written{fail}")
+    try:
+        again = recover(written, identities, check_mac=True)  # unwrap, and the MAC must decrypt with it
+    except DataKeyError as exc:
+        raise RotateError(f"the rotated file would not verify (cannot-unwrap: {'; '.join(exc.lines())}){fail}") \
+            from None
+    if not hmac.compare_digest(again.key, new_key):
+        raise RotateError(f"the rotated file's key entries do not give the new data key back{fail}")
+    if [m.group(0).decode("ascii") for m in _TOKEN.finditer(result)] != list(tokens):
+        raise RotateError(f"the rotated file's encrypted values are not the ones written, in place{fail}")
+
+
 def _reencrypt(text: str, position: int, old_key: bytes, new_key: bytes, encrypted: dict[str, str],
-               value_spans: Sequence[tuple[int, str]], data: bytes = b"") -> str:
+               value_spans: Sequence[tuple[int, str]], data: bytes = b"", plaintext: bytes | None = None) -> str:
+    """`text` encrypted again under `new_key` with its IV and AAD; `plaintext` when already known (a value
+    the verification decrypted with this AAD), else decrypted here (comments: their AAD is searched)."""
     enc = v.parse_enc(text)
     known = encrypted.get(text)
     aads = [known] if known is not None else _comment_aads(position, value_spans, encrypted.values(), data)
     for aad in aads:
-        try:
-            plaintext = v.decrypt_value(old_key, enc, aad)
-        except v.DecryptError:
-            continue
+        if plaintext is None or known is None:
+            try:
+                plaintext = v.decrypt_value(old_key, enc, aad)
+            except v.DecryptError:
+                continue
         replacement = v.encrypt_value(new_key, plaintext, aad, enc.type, iv=enc.iv)
         if not replacement:
             raise RotateError(f"an encrypted {enc.type} at {aad[:-1] or 'the top level'} is empty, which sops "
                               "never writes; not rotated")
+        again = v.parse_enc(replacement)  # read back as a reader would: the same type and plaintext
+        if again.type != enc.type or v.decrypt_value(new_key, again, aad) != plaintext:
+            raise RotateError("a re-encrypted value does not decrypt back to itself (a bug); not rotated")
         return replacement
     where = f"the value at {known[:-1]}" if known is not None else f"an encrypted {enc.type} (byte {position})"
     raise RotateError(f"{where} does not decrypt with the data key; not rotated (nothing was changed)")
@@ -212,12 +263,13 @@ class _Plan:
     data: bytes
     groups: tuple[tuple[FileKey, ...], ...]
     threshold: int | None
+    metadata: SopsMetadata | None = None  # as read while planning: not read again
 
 
 def plan(root: Path, relatives: Sequence[str], rules: Sequence[CreationRule], report: RotateReport,
          overrides: Mapping[str, CreationRule | str] | None = None) -> list[_Plan]:
     """Read each file and find the recipients its rule names; unreadable, plain or uncovered files fail."""
-    return [_Plan(relative, fmt, data, target_groups(metadata, rule), rule_threshold(rule))
+    return [_Plan(relative, fmt, data, target_groups(metadata, rule), rule_threshold(rule), metadata)
             for relative, fmt, data, metadata, rule in governed_files(
                 root, relatives, rules, lambda path, why: report.failed.append((path, why)),
                 plain="not SOPS-encrypted: it has no sops metadata, so nothing to rotate", overrides=overrides)]
@@ -234,7 +286,7 @@ def run(root: Path, relatives: Sequence[str], rules: Sequence[CreationRule], ide
     for item in plan(root, relatives, rules, report, overrides):
         try:
             results[item.path] = rotate_bytes(item.data, item.fmt, identities, item.groups, item.threshold,
-                                              stamp=stamp)
+                                              stamp=stamp, metadata=item.metadata)
         except (SopsctlError, DataKeyError, ValueError) as exc:
             report.failed.append((item.path, str(exc).replace("\n", "; ")))
         if progress:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -245,12 +246,31 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return f"not valid YAML: {where}{problem}"
 
 
+_SOPS_LINE = re.compile(rb"^sops:[ \t]*\r?\n", re.M)
+_DOCUMENT_MARK = re.compile(rb"^(?:---|\.\.\.)", re.M)
+
+
+def _sops_block_cut(data: bytes) -> bytes | None:
+    """The document without its `sops:` block when that block is what sops writes: the last entry of a
+    single document, plain block style (no anchors, aliases or tags). Composing it would be wasted work,
+    as the entry is dropped anyway, and it is often most of the file (armored key entries)."""
+    found = _SOPS_LINE.findall(data)
+    if len(found) != 1 or _DOCUMENT_MARK.search(data):
+        return None
+    start = _SOPS_LINE.search(data).start()  # type: ignore[union-attr]
+    block = data[start:]
+    if re.search(rb"\n[^ \t\r\n#]", block) or any(mark in block for mark in (b"&", b"*", b"!")):
+        return None  # something follows the block, or it holds YAML the plain cut could change
+    return data[:start]
+
+
 def yaml_branches(data: bytes) -> list[Branch]:
     """One branch per YAML document, `sops` entries removed (stores/yaml LoadEncryptedFile)."""
     reader = _YamlReader(budget=4 * len(data) + 10_000)
     branches = []
+    cut = _sops_block_cut(data)
     try:
-        for document in yaml.compose_all(data, Loader=_Loader):
+        for document in yaml.compose_all(data if cut is None else cut, Loader=_Loader):
             if isinstance(document, yaml.MappingNode):
                 branches.append(_without_sops(reader.node(document)))  # type: ignore[arg-type]
             elif isinstance(document, yaml.ScalarNode) and reader.scalar(document) is None:
@@ -262,6 +282,8 @@ def yaml_branches(data: bytes) -> list[Branch]:
         raise TreeError(_yaml_problem(exc)) from None
     except RecursionError:
         raise TreeError("the YAML document is nested too deeply") from None
+    if cut is not None and not branches:
+        branches.append(Branch())  # nothing but the sops entry: one empty document, as when it is read whole
     return branches
 
 

@@ -66,16 +66,30 @@ def parse_enc(text: str) -> EncValue:
         raise ValueError(f"an ENC[…] value whose data, iv or tag is {exc}") from None
 
 
+_AEADS: dict[bytes, object] = {}  # the cipher of the last data keys used: a file's values share one
+
+
+def _aead(key: bytes):  # type: ignore[no-untyped-def]
+    """AESGCM for `key`, made once per key rather than once per value (a file has tens of values)."""
+    aead = _AEADS.get(key)
+    if aead is None:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        if len(_AEADS) >= 4:
+            _AEADS.clear()  # a batch goes file by file: keep only the last few keys in memory
+        aead = _AEADS[key] = AESGCM(key)
+    return aead
+
+
 def decrypt_value(key: bytes, enc: EncValue, aad: str) -> bytes:
     """The plaintext bytes of `enc`, authenticated with `aad` (the value's path, or lastmodified for the MAC)."""
     from cryptography.exceptions import InvalidTag
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     if len(key) != KEY_BYTES:
         raise DecryptError(f"the data key has {len(key)} bytes, expected {KEY_BYTES}")
     try:
         # Go's gcm.Open takes data+tag as one buffer and splits off the last 16 bytes itself.
-        return AESGCM(key).decrypt(enc.iv, enc.data + enc.tag, aad.encode("utf-8", "surrogateescape"))
+        return _aead(key).decrypt(enc.iv, enc.data + enc.tag, aad.encode("utf-8", "surrogateescape"))  # type: ignore[attr-defined]
     except InvalidTag:
         raise DecryptError("authentication failed (wrong key, value moved to another path, or altered)") from None
     except (ValueError, OverflowError):
@@ -88,8 +102,6 @@ def encrypt_value(key: bytes, plaintext: bytes, aad: str, type: str, iv: bytes |
     Like sops's cipher, an empty `str` or `comment` is not encrypted: the result is "". `iv` defaults
     to 32 fresh random bytes; pass the old one to keep an unchanged value's ciphertext (sops does).
     """
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
     if type not in TYPES or type == "bytes":
         raise ValueError(f"sops does not write values of type {type!r}")
     if not plaintext:
@@ -99,7 +111,7 @@ def encrypt_value(key: bytes, plaintext: bytes, aad: str, type: str, iv: bytes |
     if len(key) != KEY_BYTES:
         raise ValueError(f"the data key has {len(key)} bytes, expected {KEY_BYTES}")
     nonce = secrets.token_bytes(IV_BYTES) if iv is None else iv
-    sealed = AESGCM(key).encrypt(nonce, plaintext, aad.encode("utf-8", "surrogateescape"))
+    sealed = _aead(key).encrypt(nonce, plaintext, aad.encode("utf-8", "surrogateescape"))  # type: ignore[attr-defined]
     parts = (sealed[:-TAG_BYTES], nonce, sealed[-TAG_BYTES:])
     data, iv_text, tag = (binascii.b2a_base64(p, newline=False).decode("ascii") for p in parts)
     return f"ENC[AES256_GCM,data:{data},iv:{iv_text},tag:{tag},type:{type}]"

@@ -29,6 +29,8 @@ class VerifyResult:
     # For rotate, which re-uses a successful check instead of repeating it; never printed or compared.
     data_key: bytes | None = field(default=None, repr=False, compare=False)
     leaves: tuple = field(default=(), repr=False, compare=False)
+    metadata: SopsMetadata | None = field(default=None, repr=False, compare=False)
+    plaintexts: dict = field(default_factory=dict, repr=False, compare=False)  # token -> plaintext bytes
 
     @property
     def ok(self) -> bool:
@@ -45,6 +47,7 @@ class _Tally:
     """What walking the values found: the hash input, how many decrypted, the first failure."""
 
     hashed: list[bytes] = field(default_factory=list)
+    plaintexts: dict[str, bytes] = field(default_factory=dict)  # token -> plaintext, for rotate (never shown)
     decrypted: int = 0
     attempted: int = 0
     failure: tuple[str, str] | None = None  # (path, what is wrong), never the value
@@ -84,6 +87,7 @@ def _check_values(key: bytes, leaves: Sequence[tree.Leaf], mac_only_encrypted: b
             tally.fail(leaf.path, f"is malformed: {exc}")
             continue
         tally.decrypted += 1
+        tally.plaintexts[leaf.value] = plaintext  # type: ignore[index]
         try:
             canonical = v.canonical_bytes(plaintext, enc.type)
         except ValueError:
@@ -109,14 +113,16 @@ def _mac_plaintext(key: bytes, metadata: SopsMetadata) -> bytes | None:
         return None
 
 
-def verify_file(data: bytes, fmt: str, identities: Any) -> VerifyResult:
+def verify_file(data: bytes, fmt: str, identities: Any, metadata: SopsMetadata | None = None) -> VerifyResult:
     """Check one file as `sops decrypt` would, without writing or printing any plaintext.
 
     `identities` is an IdentitySet or a sequence of pyrage identities. Checks run in sops's order:
-    metadata, document, data key, every value (with its path as AAD), then the MAC.
+    metadata, document, data key, every value (with its path as AAD), then the MAC. `metadata`, when
+    the caller has just read it from these same bytes (with the enc blobs), is not read again.
     """
     try:
-        metadata = read_metadata(data, fmt, full=True)
+        if metadata is None:
+            metadata = read_metadata(data, fmt, full=True)
     except MetadataError as exc:
         if isinstance(exc, MissingMacError):  # sops: "MAC mismatch. File has no MAC" (exit 51)
             return VerifyResult("mac-mismatch", "the file has no MAC: its mac entry was removed or emptied")
@@ -157,7 +163,7 @@ def verify_file(data: bytes, fmt: str, identities: Any) -> VerifyResult:
                             "or the order of entries was changed", tried)
     count = sum(1 for leaf in leaves if leaf.encrypted and leaf.value != "")
     return VerifyResult("ok", f"{count} encrypted value(s) and the MAC verified (key opened by {opener})", tried,
-                        key, tuple(leaves))
+                        key, tuple(leaves), metadata, tally.plaintexts)
 
 
 def verify_path(path: Path, fmt: str, identities: Any) -> VerifyResult:

@@ -64,8 +64,21 @@ def plugin_missing(name: str, what: str) -> PluginMissingError:
     )
 
 
+_PARSED: dict[str, Any] = {}  # X25519 and ssh recipients already parsed: a batch wraps for the same few
+_PARSED_MAX = 4096
+
+
 def _recipient(recipient: str) -> Any:
     """The pyrage recipient for a string as sops stores it in `recipient` (trimmed, comment kept)."""
+    parsed = _PARSED.get(recipient)
+    if parsed is None:
+        parsed = _parse_recipient(recipient)
+        if not isinstance(parsed, pyrage.plugin.RecipientPluginV1) and len(_PARSED) < _PARSED_MAX:
+            _PARSED[recipient] = parsed  # public keys only: the same string always parses the same
+    return parsed
+
+
+def _parse_recipient(recipient: str) -> Any:
     text = recipient.strip()
     if text.startswith("ssh-"):
         key_type = text.split(None, 1)[0]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from ..errors import SopsctlError
-from ..model import FileKey
+from ..model import FileKey, SopsMetadata
 from . import KEY_LISTS, MetadataError, _entry_key
 
 # Go struct order of sops 3.11 (stores/stores.go); sops >= 3.13 writes every mapping byte-sorted instead.
@@ -66,18 +66,27 @@ def _rank(name: str, style: str, order: tuple[str, ...]) -> Hashable | None:
     return order.index(name) if name in order else None
 
 
-def replace_key_groups(data: bytes, fmt: str, groups: Sequence[Sequence[FileKey]], threshold: int | None) -> bytes:
+def replace_key_groups(data: bytes, fmt: str, groups: Sequence[Sequence[FileKey]], threshold: int | None,
+                       old: SopsMetadata | None = None) -> bytes:
     """The file with only its sops key entries (and shamir_threshold) replaced; every other byte kept.
 
     One group is written in the flat layout, several as `key_groups`, as sops would write them.
     Entries whose (kind, recipient, enc) the file already holds keep their exact text.
     Raises MetadataError when the file's metadata cannot be read or is not laid out as a block
     (YAML flow style), NotNativeError for a new non-age key, ValueError for impossible groups.
+    `old`, the file's metadata as read (with its enc blobs), lets the common change (one age list
+    keeps, re-wraps, drops and appends entries) be spliced into the bytes without re-parsing them;
+    the result is the same as the general writer's.
     """
     checked = _check(groups, threshold)
     if fmt == "yaml":
-        from .write_yaml import replace_yaml
+        from .write_yaml import replace_yaml, splice_yaml
 
+        change = list_change(old, checked, threshold) if old is not None else None
+        if change is not None:
+            spliced = splice_yaml(data, *change)
+            if spliced is not None:
+                return spliced
         return replace_yaml(data, checked, threshold)
     if fmt in ("json", "binary"):
         from .write_json import replace_json
@@ -88,6 +97,38 @@ def replace_key_groups(data: bytes, fmt: str, groups: Sequence[Sequence[FileKey]
 
         return replace_flat(data, fmt, checked, threshold)
     raise ValueError(f"unknown format {fmt!r}")
+
+
+def list_change(old: SopsMetadata, groups: tuple[tuple[FileKey, ...], ...], threshold: int | None,
+                ) -> tuple[tuple[FileKey, ...], list[tuple[int, FileKey]], list[FileKey]] | None:
+    """The change as one age list: (old entries, [(old index, entry) kept or re-wrapped, in file order],
+    appended entries); None when it is anything else (several groups, other kinds, a threshold…)."""
+    if (threshold or len(groups) != 1 or old.layout != "flat" or len(old.groups) != 1
+            or old.threshold is not None):
+        return None
+    before = old.groups[0]
+    index = {}
+    for position, entry in enumerate(before):
+        if entry.kind != "age" or not entry.enc or entry.recipient in index:
+            return None
+        index[entry.recipient] = position
+    staying: list[tuple[int, FileKey]] = []
+    added: list[FileKey] = []
+    last = -1
+    for entry in groups[0]:
+        if entry.kind != "age":
+            return None
+        position = index.get(entry.recipient)
+        if position is None:
+            if entry.recipient in {e.recipient for e in added}:
+                return None
+            added.append(entry)
+        elif added or position <= last:
+            return None  # not (file order, then new ones): the general writer decides
+        else:
+            staying.append((position, entry))
+            last = position
+    return before, staying, added
 
 
 def _check(groups: Sequence[Sequence[FileKey]], threshold: int | None) -> tuple[tuple[FileKey, ...], ...]:

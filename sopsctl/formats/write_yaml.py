@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import re
@@ -13,7 +14,7 @@ from yaml.resolver import Resolver
 
 from ..model import FileKey
 from . import KEY_LISTS, MetadataError
-from .write import MANAGED, Entry, Plan, entry_id, make_plan, merge
+from .write import MANAGED, SORTED, Entry, Plan, detect_style, entry_id, make_plan, merge
 from .yamlmeta import _BLOCK_END, _SOPS_START
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -269,9 +270,10 @@ def _value(value: object, block_col: int, nl: str) -> str:
 def _literal_ok(value: str) -> bool:
     # what libyaml's analysis allows in a literal block without an indentation indicator
     return (not value.startswith((" ", "\n")) and " \n" not in value and not value.endswith(" ")
-            and all(c == "\n" or c.isprintable() for c in value))
+            and value.replace("\n", "").isprintable())
 
 
+@functools.lru_cache(maxsize=4096)  # recipients recur in every file of a batch; the analysis is slow
 def _scalar(value: str) -> str:
     """A string as go-yaml writes it: plain when safe, double-quoted when it would read as another
     type or needs escapes, single-quoted when only YAML syntax is in the way."""
@@ -286,3 +288,100 @@ def _scalar(value: str) -> str:
     if analysis.allow_single_quoted and not analysis.multiline:
         return "'" + value.replace("'", "''") + "'"
     return json.dumps(value, ensure_ascii=False)
+
+
+# --- the common re-key, spliced: one age list keeps, re-wraps, drops and appends entries -----------------
+
+_TOP_FIELD = re.compile(rb"([A-Za-z_][A-Za-z0-9_]*):(?:[ \t]+([^\r\n]*))?")
+_ITEM_FIELD = re.compile(rb"(?:- )?([A-Za-z_][A-Za-z0-9_]*):")
+
+
+def splice_yaml(data: bytes, before: tuple[FileKey, ...], staying: list[tuple[int, FileKey]],
+                added: list[FileKey]) -> bytes | None:
+    """What replace_yaml gives for this change, without re-parsing the block; None when the block is
+    not exactly as go-yaml writes it (comments, CRLF, other key kinds, several blocks…)."""
+    starts = _SOPS_START.findall(data)
+    if len(starts) != 1:
+        return None
+    match = _SOPS_START.search(data)
+    assert match is not None
+    begin = match.end()
+    end_match = _BLOCK_END.search(data, begin - 1)
+    end = end_match.start() + 1 if end_match else len(data)
+    block = data[begin:end]
+    if not block.endswith(b"\n") or b"\r" in block or b"#" in block or b"\t" in block:
+        return None
+    lines = block[:-1].split(b"\n")
+    n = len(lines[0]) - len(lines[0].lstrip(b" "))
+    if n == 0:
+        return None
+    top: list[tuple[str, int]] = []  # (name, line index) of each top-level field
+    for number, line in enumerate(lines):
+        indent = len(line) - len(line.lstrip(b" "))
+        if indent < n or not line.strip():
+            return None
+        if indent == n:
+            field = _TOP_FIELD.fullmatch(line, n)
+            if field is None or line[n:n + 2] == b"- ":
+                return None
+            top.append((field.group(1).decode("ascii"), number))
+    names = [name for name, _ in top]
+    if "age" not in names or len(set(names)) != len(names) or any(
+            name in MANAGED and name != "age" for name in names):
+        return None
+    at = names.index("age")
+    first, stop = top[at][1], (top[at + 1][1] if at + 1 < len(top) else len(lines))
+    if lines[first].strip() != b"age:":
+        return None
+    dash = n * 2  # go-yaml: a list under a mapping at column n starts at the next multiple of n
+    items: list[list[bytes]] = []
+    fields: list[list[str]] = []
+    recipients: list[bytes] = []
+    for line in lines[first + 1:stop]:
+        indent = len(line) - len(line.lstrip(b" "))
+        if indent < dash:
+            return None
+        if indent == dash:
+            if line[dash:dash + 2] != b"- ":
+                return None
+            items.append([line])
+            fields.append([])
+        elif not items:
+            return None
+        else:
+            items[-1].append(line)
+        if indent in (dash, dash + 2):
+            key = _ITEM_FIELD.match(line, dash if indent == dash else dash + 2)
+            if key is None or (indent == dash + 2 and line[dash + 2:dash + 4] == b"- "):
+                return None
+            fields[-1].append(key.group(1).decode("ascii"))
+            if key.group(1) == b"recipient":
+                recipients.append(line[key.end():].strip())
+    if len(items) != len(before) or any(sorted(f) != ["enc", "recipient"] for f in fields):
+        return None
+    if recipients != [_scalar(entry.recipient).encode("utf-8") for entry in before]:
+        return None  # the scanner and this cut disagree on which item is which: let libyaml decide
+    meta: dict = dict.fromkeys(names)
+    meta["age"] = [dict.fromkeys(f) for f in fields]
+    version = next((line.split(b":", 1)[1].strip() for name, number in top if name == "version"
+                    for line in (lines[number],)), b"")
+    meta["version"] = version.decode("utf-8", "replace").strip("\"'")
+    style = detect_style(meta)  # on the same key orders libyaml would give the general writer
+    writer = _Writer(None, n, "\n", {})  # type: ignore[arg-type]
+    out = []
+    for position, entry in staying:
+        old = before[position]
+        if entry.enc == old.enc:
+            out.append(b"\n".join(items[position]) + b"\n")
+        else:  # re-wrapped: the entry's own field order, a new enc
+            mapping = {name: (entry.enc if name == "enc" else entry.recipient) for name in fields[position]}
+            out.append(writer.entry(mapping, dash).encode("utf-8"))
+    for entry in added:
+        mapping = ({"enc": entry.enc, "recipient": entry.recipient} if style == SORTED
+                   else {"recipient": entry.recipient, "enc": entry.enc})
+        out.append(writer.entry(mapping, dash).encode("utf-8"))
+    if not out:
+        return None
+    head = b"\n".join(lines[:first + 1]) + b"\n"
+    tail = b"\n".join(lines[stop:]) + b"\n" if stop < len(lines) else b""
+    return data[:begin] + head + b"".join(out) + tail + data[end:]

@@ -139,10 +139,11 @@ def _scan(block: bytes, with_enc: bool = False) -> SopsMetadata:
 
 def _with_blobs(block: bytes, flat: list[FileKey], groups: list[list[FileKey]] | None):  # type: ignore[no-untyped-def]
     """Attach enc blobs: each entry has exactly one, in the same file order as the entries."""
-    blobs = iter(_enc_blobs(block))
+    found = _enc_blobs(block)
     lists = [flat, *(groups or [])]
-    if sum(len(keys) for keys in lists) != len(_enc_blobs(block)):
+    if sum(len(keys) for keys in lists) != len(found):
         raise _Unusual
+    blobs = iter(found)
     filled = [[key._replace(enc=next(blobs)) for key in keys] for keys in lists]
     return filled[0], (filled[1:] if groups is not None else None)
 

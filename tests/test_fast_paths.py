@@ -1,0 +1,206 @@
+"""The fast paths rekey and rotate take give exactly what the general code gives, and keep their checks.
+
+- the YAML splice (one age list keeps, re-wraps, drops and appends entries) writes the same bytes
+  as the general writer, over every sops file of the vectors and the real fleet;
+- the YAML tree read without composing the `sops:` block has the same leaves;
+- the batch write renames on threads and still reports exactly what it wrote when a rename fails;
+- the cheap post-write check of a re-key and the read-back check of a rotation still catch bad results.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from sopsctl import fsutil, rotate, tree
+from sopsctl.datakey import DataKeyError, check_written, recover, rewrap
+from sopsctl.formats import read_metadata
+from sopsctl.formats.write import list_change, replace_key_groups
+from sopsctl.formats.write_yaml import splice_yaml
+from sopsctl.model import FileKey
+
+from .formats.test_write import SOPS_FILES, _fake_blob, _fmt, _id
+
+YAML_FILES = [p for p in SOPS_FILES if _fmt(p) == "yaml"]
+
+
+def _changes(meta, rng: random.Random, count: int) -> list[tuple[tuple[FileKey, ...], ...]]:
+    """Random one-group changes: entries kept, re-wrapped or dropped (file order kept), new ones appended."""
+    out = []
+    for _ in range(count):
+        kept = []
+        for entry in meta.groups[0]:
+            roll = rng.random()
+            if roll < 0.5:
+                kept.append(entry)
+            elif roll < 0.8:
+                kept.append(entry._replace(enc=_fake_blob(f"{entry.recipient}{rng.random()}")))
+        added = [FileKey("age", rng.choice([f"age1new{rng.randrange(10**6)}",
+                                            f"ssh-ed25519 AAAAC3Nza{rng.randrange(1000)} x@y"]),
+                         _fake_blob(str(rng.random()))) for _ in range(rng.randrange(3))]
+        if kept or added:
+            out.append((tuple(kept + added),))
+    return out
+
+
+@pytest.mark.parametrize("path", YAML_FILES, ids=_id)
+def test_the_yaml_splice_writes_what_the_general_writer_writes(path: Path) -> None:
+    data = path.read_bytes()
+    meta = read_metadata(data, "yaml", full=True)
+    assert meta is not None
+    rng = random.Random(_id(path))
+    for groups in _changes(meta, rng, 12) if len(meta.groups) == 1 else []:
+        general = replace_key_groups(data, "yaml", groups, None)
+        assert replace_key_groups(data, "yaml", groups, None, old=meta) == general
+    # the several-group files (and any other change) go to the general writer unchanged
+    assert replace_key_groups(data, "yaml", meta.groups, meta.threshold, old=meta) == data
+
+
+def test_the_splice_is_taken_for_files_sops_wrote() -> None:
+    """Not a fallback every time: the common case (the 3.11 and 3.13 layouts, one group) is spliced."""
+    spliced = 0
+    for path in YAML_FILES:
+        data = path.read_bytes()
+        meta = read_metadata(data, "yaml", full=True)
+        if meta is None or len(meta.groups) != 1:
+            continue
+        extra = FileKey("age", "age1spliced", _fake_blob("x"))
+        change = list_change(meta, (tuple(meta.groups[0]) + (extra,),), None)
+        spliced += change is not None and splice_yaml(data, *change) is not None
+    assert spliced >= 10
+
+
+def test_list_change_refuses_what_it_does_not_splice() -> None:
+    a, b, c = (FileKey("age", f"age1{n}", _fake_blob(n)) for n in "abc")
+    from sopsctl.model import SopsMetadata
+
+    old = SopsMetadata(((a, b),), None, "flat", "2024-01-01T00:00:00Z", "m", "3.11.0")
+    assert list_change(old, ((a, b, c),), None) == ((a, b), [(0, a), (1, b)], [c])
+    assert list_change(old, ((b, a),), None) is None  # reordered
+    assert list_change(old, ((c, a),), None) is None  # a new entry before a staying one
+    assert list_change(old, ((a,), (b,)), 2) is None  # several groups
+    assert list_change(old, ((a, FileKey("pgp", "FP", "x")),), None) is None
+
+
+@pytest.mark.parametrize("path", YAML_FILES, ids=_id)
+def test_yaml_leaves_without_composing_the_sops_block_are_the_same(path: Path, monkeypatch) -> None:
+    data = path.read_bytes()
+    meta = read_metadata(data, "yaml", full=True)
+    rules = tree.Rules.from_options(meta.options if meta else ())
+    try:
+        fast = tree.leaves(data, "yaml", rules)
+    except tree.TreeError as exc:
+        fast = str(exc)
+    monkeypatch.setattr(tree, "_sops_block_cut", lambda _data: None)
+    try:
+        whole = tree.leaves(data, "yaml", rules)
+    except tree.TreeError as exc:
+        whole = str(exc)
+    assert fast == whole
+
+
+def test_the_sops_block_is_cut_only_when_it_ends_a_single_plain_document() -> None:
+    block = b"sops:\n    mac: x\n    version: 3.11.0\n"
+    assert tree._sops_block_cut(b"a: 1\n" + block) == b"a: 1\n"
+    assert tree._sops_block_cut(b"a: 1\n" + block + b"b: 2\n") is None
+    assert tree._sops_block_cut(b"a: 1\n" + block + b"---\nc: 3\n") is None
+    assert tree._sops_block_cut(b"a: 1\n" + block.replace(b"x", b"&anchor x")) is None
+    assert tree.yaml_branches(block) == [tree.Branch()]
+
+
+# --- the batch write ---------------------------------------------------------------------------------------
+
+
+def _targets(tmp_path: Path, count: int) -> list[Path]:
+    paths = []
+    for index in range(count):
+        path = tmp_path / f"d{index % 5}" / f"f{index}.yaml"
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"old %d" % index)
+        path.chmod(0o640)
+        paths.append(path)
+    return paths
+
+
+def test_a_big_batch_is_written_with_modes_kept_and_no_temp_left(tmp_path: Path) -> None:
+    paths = _targets(tmp_path, 100)
+    done, failure = fsutil.write_batch([(p, b"new %d" % i) for i, p in enumerate(paths)])
+    assert failure is None and done == [str(p) for p in paths]
+    for index, path in enumerate(paths):
+        assert path.read_bytes() == b"new %d" % index and path.stat().st_mode & 0o777 == 0o640
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(fsutil.TEMP_SUFFIX)]
+
+
+@pytest.mark.parametrize("fail_at", [1, 37, 100])
+def test_a_rename_failing_in_a_big_batch_is_reported_exactly(tmp_path: Path, monkeypatch, fail_at: int) -> None:
+    paths = _targets(tmp_path, 100)
+    real = os.replace
+    calls = []
+
+    def replace(source, target):  # type: ignore[no-untyped-def]
+        calls.append(target)
+        if Path(target) == paths[fail_at - 1]:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(source, target)
+
+    monkeypatch.setattr(fsutil.os, "replace", replace)
+    done, failure = fsutil.write_batch([(p, b"new %d" % i) for i, p in enumerate(paths)])
+    monkeypatch.undo()
+    assert failure is not None and failure[0] == str(paths[fail_at - 1]) and "No space" in failure[1]
+    new = {str(p) for i, p in enumerate(paths) if p.read_bytes() == b"new %d" % i}
+    old = {str(p) for i, p in enumerate(paths) if p.read_bytes() == b"old %d" % i}
+    assert new == set(done) and len(new) + len(old) == len(paths)  # each file old or new; the report exact
+    assert str(paths[fail_at - 1]) in old
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(fsutil.TEMP_SUFFIX)]
+
+
+# --- the checks that stay ----------------------------------------------------------------------------------
+
+
+def _file(vectors: Path) -> tuple[bytes, object]:
+    data = (vectors / "yaml" / "nested.enc.yaml").read_bytes()
+    return data, read_metadata(data, "yaml", full=True)
+
+
+def test_check_written_catches_entries_that_differ_from_the_plan(vectors: Path) -> None:
+    from tests.test_rotate import ADMIN, identities
+
+    data, meta = _file(vectors)
+    ids = identities(vectors, ADMIN)
+    recovered = recover(meta, ids)
+    newcomer = FileKey("age", "age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqs3290gq")
+    planned = rewrap(recovered, meta, (tuple(meta.groups[0]) + (newcomer,),), None)
+    result = replace_key_groups(data, "yaml", planned, None, old=meta)
+    written = read_metadata(result, "yaml", full=True)
+    check_written(meta, planned, written, recovered, ids)  # passes without a second unwrap
+    other = (tuple(e._replace(enc=_fake_blob("o")) if e.recipient == newcomer.recipient else e
+                   for e in planned[0]),)
+    with pytest.raises(DataKeyError, match="not the ones written"):
+        check_written(meta, other, written, recovered, ids)
+    dropped = (tuple(e for e in planned[0] if e.recipient != recovered.opened[0]),)
+    without = read_metadata(replace_key_groups(data, "yaml", dropped, None, old=meta), "yaml", full=True)
+    with pytest.raises(DataKeyError, match="do not give the data key back"):  # falls back to a real unwrap
+        check_written(meta, dropped, without, recovered, ids)
+
+
+def test_a_rotation_whose_result_does_not_read_back_is_refused(vectors: Path, monkeypatch) -> None:
+    from tests.test_rotate import identities
+
+    data, _ = _file(vectors)
+    ids = identities(vectors)
+    good = rotate.rotate_bytes(data, "yaml", ids)
+    real = rotate._reencrypt
+    monkeypatch.setattr(rotate, "_reencrypt", lambda *a, **k: real(*a, **k).replace("type:", "type: "))
+    with pytest.raises(rotate.RotateError):
+        rotate.rotate_bytes(data, "yaml", ids)
+    monkeypatch.undo()
+    real_replace = rotate._replace_lastmodified
+    monkeypatch.setattr(rotate, "_replace_lastmodified", lambda d, o, n: real_replace(d, o, n).replace(
+        n.encode(), b"2001-01-01T00:00:00Z"))
+    with pytest.raises(rotate.RotateError, match="lastmodified or mac"):
+        rotate.rotate_bytes(data, "yaml", ids)
+    assert good != data
