@@ -260,9 +260,12 @@ def test_hostile_key_file(base: Path, name: str) -> None:
     # The hostile file is the only identity at hand (with a good one as well, it is reported, not fatal).
     check(base, ("verify", "--identity", source, "secrets/app.yaml"), (3,), name, label, identity=False)
     check(base, ("rotate", "--identity", source, "secrets/app.yaml"), (3,), name, label, identity=False)
-    # One input on the command line: the line names what it expected of it ("ssh public key: …").
-    check(base, ("keys", "from-ssh", source), (3,), "ssh", label)
-    check(base, ("keys", "from-ssh", "--private", source), (3,), "ssh", label)
+    # Beside a good identity it is not fatal, but not silent either: one note names it.
+    done = check(base, ("verify", "--identity", source, "secrets/app.yaml"), (0,), name, label)
+    notes = [line for line in done.err.splitlines() if line.startswith("sopsctl: note: identity source --identity")]
+    assert len(notes) == 1 and name in notes[0], done.err
+    check(base, ("keys", "from-ssh", source), (3,), name, label)
+    check(base, ("keys", "from-ssh", "--private", source), (3,), name, label)
     check(base, ("host", "add", "web9", "--ssh-key-file", source, "--platform", "nixos"), (3,), "ssh", label)
     text = (HOSTILE / "keys" / name).read_bytes().decode("utf-8", "replace").strip().splitlines()[0]
     check(base, ("host", "add", "web9", "--age", text, "--platform", "nixos"), (3,), "age", label)

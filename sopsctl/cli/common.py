@@ -29,6 +29,16 @@ def err(text: str) -> None:
     sys.stderr.write(text if text.endswith("\n") else text + "\n")
 
 
+def identity_notes(identities: object) -> None:
+    """One note per identity source that failed while others loaded (with none, the error says it all).
+
+    A malformed `--identity` file must not pass unnoticed because SOPS_AGE_KEY_FILE happened to work.
+    """
+    if identities:
+        for problem in getattr(identities, "errors", ()):
+            err(f"sopsctl: note: identity source {problem}")
+
+
 def choice(allowed: tuple[str, ...]):  # type: ignore[no-untyped-def]
     """A typer callback that accepts only the given words (clear usage error, exit 2, otherwise)."""
 

@@ -51,9 +51,19 @@ def from_ssh(
 
     Public keys (one per line, e.g. a .pub or authorized_keys file) give one age1… recipient per line; with --private the key gives an AGE-SECRET-KEY-1… identity.
     """
+    data = _read_input(source, what="ssh private key" if private else "ssh public key")
+    try:
+        _convert(data, private)
+    except InputError as exc:  # name the file, as every other input error does
+        if source is None or str(source) == STDIN:
+            raise
+        raise type(exc)(f"{source}: {exc}") from None
+
+
+def _convert(data: bytes, private: bool) -> None:
+    """Print the age form of the ssh key(s) in `data`; InputError (one line) when they do not convert."""
     from ..crypto import agekeys
 
-    data = _read_input(source, what="ssh private key" if private else "ssh public key")
     if private:
         out(agekeys.ssh_private_to_age_identity(data) + "\n")
         return

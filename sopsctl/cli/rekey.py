@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from . import app
-from .common import FormatOption, PolicyOption, RootOption, err, out, progress_bar
+from .common import FormatOption, PolicyOption, RootOption, err, identity_notes, out, progress_bar
 
 IdentityOption = Annotated[list[Path] | None, typer.Option(
     "--identity", help="An age identity file or OpenSSH private key, besides the places sops looks (repeatable).")]
@@ -29,6 +29,7 @@ def rekey_paths(repo, paths: list[str] | None, *, dry_run: bool = False, jobs: i
     relatives = paths if paths is not None else ops.secrets_files(repo, policy) + sorted(
         p for p, rule in clan_rules.items() if not isinstance(rule, str))
     identities = None if dry_run else load_identities(os.environ, Path.home(), identity_files or [])
+    identity_notes(identities)
     from ..fsutil import repo_lock
 
     with repo_lock(repo.root):

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from . import app
-from .common import FormatOption, PolicyOption, RootOption, err, out, progress_bar
+from .common import FormatOption, PolicyOption, RootOption, err, identity_notes, out, progress_bar
 from .rekey import IdentityOption
 
 
@@ -24,6 +24,7 @@ def rotate_paths(repo, relatives: list[str], *, identity_files: list[Path] | Non
     _, generated = ops.generated_config(repo, policy)
     _, clan_rules = ops.clan_rules(repo, policy)
     identities = load_identities(os.environ, Path.home(), identity_files or [])
+    identity_notes(identities)
     from ..fsutil import repo_lock
 
     with repo_lock(repo.root):

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from . import app
-from .common import FormatOption, PolicyOption, RootOption, err, out
+from .common import FormatOption, PolicyOption, RootOption, err, identity_notes, out
 from .rekey import IdentityOption
 
 
@@ -68,6 +68,7 @@ def verify_command(
 
     files = _files(paths, root, policy)
     identities = load_identities(os.environ, Path.home(), identity or [])
+    identity_notes(identities)
     results = verify_paths(files, identities)
     if output_format == "json":
         out(json.dumps({"files": [{"path": p, "status": r.status, "message": r.message} for p, r in results]},

@@ -87,7 +87,7 @@ def test_from_ssh_rsa_line_fails_whole_input(tmp_path: Path, identities: Path,
     assert main(["keys", "from-ssh", str(keys)]) == ExitCode.FAILED
     captured = capsys.readouterr()
     assert captured.out == ""  # all or nothing
-    assert captured.err.startswith("sopsctl: error: line 2: ")
+    assert captured.err.startswith(f"sopsctl: error: {keys}: line 2: ")  # the file, then the line
     assert "only ssh-ed25519 host keys convert to age" in captured.err
     assert "Traceback" not in captured.err
 
