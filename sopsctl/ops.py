@@ -193,6 +193,9 @@ def secrets_files(repo: Repo, policy: Policy, paths: list[Path] | None = None) -
     found: list[str] = []
     for base in roots:
         base = base if base.is_absolute() else (Path.cwd() / base)
+        if paths and base.exists() and not base.resolve().is_relative_to(repo.root.resolve()):
+            # never judged, re-keyed or rotated: a path (or a symlink) that leads out of the repository
+            raise InputError(f"{base}: outside the repository ({repo.root}); sopsctl only works on files in it")
         if base.is_file():
             found.append(repo.display(base))
             continue

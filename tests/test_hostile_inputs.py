@@ -244,8 +244,9 @@ def test_symlinks_out_of_the_repository_are_not_followed_or_written(base: Path) 
     result = check(base, ("verify",), (0,), "verified", "symlink/tree")
     assert "link" not in result.out
     for path in ("secrets/link.yaml", "secrets/linkdir/app.yaml", "../outside/app.yaml"):
-        check(base, ("rotate", path), (3,), path.rsplit("/", 1)[-1], f"symlink/{path}")
-        check(base, ("rekey", path), (3,), path.rsplit("/", 1)[-1], f"symlink/{path}")
+        for command in ("rotate", "rekey", "audit", "verify"):
+            result = check(base, (command, path), (3,), path.rsplit("/", 1)[-1], f"symlink/{path}")
+            assert "outside the repository" in result.err, result.err
 
 
 # -- keys and identities --------------------------------------------------------------------------
