@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import binascii
+import functools
 import hmac
 import itertools
 import re
@@ -182,6 +183,7 @@ def _failure(groups: Sequence[Sequence[FileKey]], needed: int, opened: Mapping[i
 # --- proving a key against the MAC ---------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=256)  # a file's stamp is parsed several times (verify, rotate, the check)
 def go_rfc3339(stamp: str) -> str | None:
     """`lastmodified` as Go's RFC 3339 Format writes it after parsing: whole seconds, Z for a zero offset."""
     match = _RFC3339.match(stamp.strip())

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hmac
 import re
 import secrets
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -86,22 +86,30 @@ def _indented_path(data: bytes, position: int) -> str | None:
 
 
 def _comment_aads(position: int, value_spans: Sequence[tuple[int, str]], everything: Iterable[str],
-                  data: bytes = b"") -> list[str]:
+                  data: bytes = b"") -> Iterator[str]:
     """Candidate AADs for a comment at byte `position`, most likely first: the enclosing paths of the
-    next value, of the previous one, then every other path of the document."""
+    next value, of the previous one, then every other path of the document. Lazily: the first
+    candidate almost always fits, and the whole list costs a pass over every path of the file."""
+    seen: set[str] = set()
+
+    def fresh(candidates: Iterable[str]) -> Iterator[str]:
+        for aad in candidates:
+            if aad not in seen:
+                seen.add(aad)
+                yield aad
+
+    if data:
+        by_indent = _indented_path(data, position)
+        if by_indent is not None:
+            yield from fresh((by_indent,))
     after = next((aad for start, aad in value_spans if start > position), None)
     before = next((aad for start, aad in reversed(value_spans) if start < position), None)
-    ordered: dict[str, None] = {}
-    by_indent = _indented_path(data, position) if data else None
-    if by_indent is not None:
-        ordered[by_indent] = None
     for aad in (after, before):
         if aad is not None:
-            ordered.update(dict.fromkeys(_candidates(aad)))
-    ordered[":"] = None
+            yield from fresh(_candidates(aad))
+    yield from fresh((":",))
     for aad in everything:
-        ordered.update(dict.fromkeys(_candidates(aad)))
-    return list(ordered)
+        yield from fresh(_candidates(aad))
 
 
 _LASTMODIFIED = re.compile(rb'(?m)^([ \t]*"?(?:sops_)?lastmodified"?[ \t]*[:=][ \t]*["\']?)'

@@ -246,20 +246,21 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return f"not valid YAML: {where}{problem}"
 
 
-_SOPS_LINE = re.compile(rb"^sops:[ \t]*\r?\n", re.M)
-_DOCUMENT_MARK = re.compile(rb"^(?:---|\.\.\.)", re.M)
+_SOPS_LINE = re.compile(rb"sops:[ \t]*\r?\n")
+_AFTER_BLOCK = re.compile(rb"\n[^ \t\r\n#]")
 
 
 def _sops_block_cut(data: bytes) -> bytes | None:
     """The document without its `sops:` block when that block is what sops writes: the last entry of a
     single document, plain block style (no anchors, aliases or tags). Composing it would be wasted work,
     as the entry is dropped anyway, and it is often most of the file (armored key entries)."""
-    found = _SOPS_LINE.findall(data)
-    if len(found) != 1 or _DOCUMENT_MARK.search(data):
+    start = data.rfind(b"\nsops:") + 1
+    if not start or data.startswith(b"sops:") or not _SOPS_LINE.match(data, start):
         return None
-    start = _SOPS_LINE.search(data).start()  # type: ignore[union-attr]
+    if data.startswith((b"---", b"...")) or b"\n---" in data or b"\n..." in data:
+        return None  # several documents (or markers): each is read whole
     block = data[start:]
-    if re.search(rb"\n[^ \t\r\n#]", block) or any(mark in block for mark in (b"&", b"*", b"!")):
+    if _AFTER_BLOCK.search(block) or b"&" in block or b"*" in block or b"!" in block:
         return None  # something follows the block, or it holds YAML the plain cut could change
     return data[:start]
 
