@@ -51,3 +51,22 @@ SMALL_POLICY = textwrap.dedent(f"""\
 
 def policy_sources(text: str = SMALL_POLICY, name: str = "policy.yaml") -> list[tuple[str, bytes]]:
     return [(name, text.encode())]
+
+
+# One class for every secret, read by an admin and a host: format with admin=…, host1=… recipients.
+ADMIN_AND_HOST_POLICY = """\
+version: 1
+settings:
+  secrets_dirs: [secrets]
+keys:
+  admin: {{age: {admin}}}
+  host1: {{age: {host1}}}
+identities:
+  admin: {{role: admin, keys: [admin]}}
+hosts:
+  host1: {{platform: nixos, keys: [host1], users: {{admin: admin}}}}
+classes:
+  - name: all
+    path: secrets/**
+    readers: [role:admin, hosts]
+"""

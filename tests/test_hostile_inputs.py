@@ -28,6 +28,7 @@ import pytest
 from sopsctl.cli import main
 
 from .conftest import VECTORS
+from .policy_helpers import ADMIN_AND_HOST_POLICY
 
 HOSTILE = Path(__file__).resolve().parent / "hostile"
 TIME_BOUND = 10  # seconds per run; every case takes well under one
@@ -35,22 +36,7 @@ RUNS: list[str] = []
 
 SECRETS = {"app.yaml": "yaml/nested.enc.yaml", "api.json": "json/basic.enc.json", "app.env": "dotenv/app.enc.env",
            "db.ini": "ini/app.enc.ini", "blob.bin": "binary/blob.enc"}
-POLICY = """\
-version: 1
-settings:
-  secrets_dirs: [secrets]
-keys:
-  admin: {{age: {admin}}}
-  host1: {{age: {host1}}}
-identities:
-  admin: {{role: admin, keys: [admin]}}
-hosts:
-  host1: {{platform: nixos, keys: [host1], users: {{admin: admin}}}}
-classes:
-  - name: all
-    path: secrets/**
-    readers: [role:admin, hosts]
-"""
+POLICY = ADMIN_AND_HOST_POLICY
 
 
 @pytest.fixture(scope="module", autouse=True)

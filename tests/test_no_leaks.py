@@ -24,24 +24,10 @@ from sopsctl.cli import main
 from sopsctl.datakey import recover
 from sopsctl.formats import detect_format, read_metadata
 
+from .policy_helpers import ADMIN_AND_HOST_POLICY
 from .test_tree_verify import ADMIN, ENC_FILES, HOST1, HOST2, SSH_AS_AGE, _secrets, identities
 
-POLICY = """\
-version: 1
-settings:
-  secrets_dirs: [secrets]
-keys:
-  admin: {{age: {admin}}}
-  host1: {{age: {host1}}}
-identities:
-  admin: {{role: admin, keys: [admin]}}
-hosts:
-  host1: {{platform: nixos, keys: [host1], users: {{admin: admin}}}}
-classes:
-  - name: all
-    path: secrets/**
-    readers: [role:admin, hosts]
-"""
+POLICY = ADMIN_AND_HOST_POLICY
 
 
 class _Recorder:
