@@ -60,6 +60,27 @@ def test_the_yaml_splice_writes_what_the_general_writer_writes(path: Path) -> No
     assert replace_key_groups(data, "yaml", meta.groups, meta.threshold, old=meta) == data
 
 
+DOTENV_FILES = [p for p in SOPS_FILES if _fmt(p) == "dotenv"]
+
+
+@pytest.mark.parametrize("path", DOTENV_FILES, ids=_id)
+def test_dotenv_fields_named_directly_are_what_the_general_writer_writes(path: Path) -> None:
+    data = path.read_bytes()
+    meta = read_metadata(data, "dotenv", full=True)
+    assert meta is not None
+    rng = random.Random(_id(path))
+    for groups in _changes(meta, rng, 12) if len(meta.groups) == 1 else []:
+        general = replace_key_groups(data, "dotenv", groups, None)
+        assert replace_key_groups(data, "dotenv", groups, None, old=meta) == general
+    # past ten entries the fields sort as text (list_10 before list_2): renumbering must agree
+    more = tuple(FileKey("age", f"age1more{n}", _fake_blob(f"more{n}")) for n in range(11))
+    big = replace_key_groups(data, "dotenv", (tuple(meta.groups[0]) + more,), None)
+    big_meta = read_metadata(big, "dotenv", full=True)
+    for groups in _changes(big_meta, rng, 30):
+        assert replace_key_groups(big, "dotenv", groups, None, old=big_meta) == replace_key_groups(
+            big, "dotenv", groups, None)
+
+
 def test_the_splice_is_taken_for_files_sops_wrote() -> None:
     """Not a fallback every time: the common case (the 3.11 and 3.13 layouts, one group) is spliced."""
     spliced = 0

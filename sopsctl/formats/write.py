@@ -95,7 +95,8 @@ def replace_key_groups(data: bytes, fmt: str, groups: Sequence[Sequence[FileKey]
     if fmt in ("dotenv", "ini"):
         from .write_flat import replace_flat
 
-        return replace_flat(data, fmt, checked, threshold)
+        appended = fmt == "dotenv" and old is not None and list_change(old, checked, threshold) is not None
+        return replace_flat(data, fmt, checked, threshold, appended)
     raise ValueError(f"unknown format {fmt!r}")
 
 

@@ -55,14 +55,18 @@ def _flatten_into(out: dict[str, str], prefix: str, value: object) -> None:
         out[prefix] = text.replace("\n", "\\n")
 
 
-def replace_flat(data: bytes, fmt: str, groups: tuple[tuple[FileKey, ...], ...], threshold: int | None) -> bytes:
+def replace_flat(data: bytes, fmt: str, groups: tuple[tuple[FileKey, ...], ...], threshold: int | None,
+                 appended: bool = False) -> bytes:
+    """`appended`: the change is one age list keeping, re-wrapping or dropping entries in file order and
+    appending new ones (write.list_change), so the new fields can be named without decoding the old."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise MetadataError(f"the {fmt} file is not UTF-8") from None
     lines = _lines(text)
     nl = "\r\n" if lines and lines[0].endswith("\r\n") else "\n"
-    out = _dotenv(lines, groups, threshold, nl) if fmt == "dotenv" else _ini(lines, groups, threshold, nl)
+    out = (_dotenv(lines, groups, threshold, nl, appended) if fmt == "dotenv"
+           else _ini(lines, groups, threshold, nl))
     if not text.endswith("\n") and out.endswith("\n"):  # a file without a final line end stays so
         out = out.removesuffix(nl)
     return out.encode("utf-8")
@@ -74,7 +78,30 @@ def _plan(values: dict[str, str], groups: tuple[tuple[FileKey, ...], ...], thres
     return make_plan(unflatten({k: v.replace("\\n", "\n") for k, v in values.items()}), groups, threshold)
 
 
-def _dotenv(lines: list[str], groups: tuple[tuple[FileKey, ...], ...], threshold: int | None, nl: str) -> str:
+_AGE_FIELD = re.compile(r"age__list_(\d+)__map_(recipient|enc)")
+
+
+def _age_list(values: dict[str, str], groups: tuple[tuple[FileKey, ...], ...]) -> dict[str, str] | None:
+    """The flattened fields of one age list, when the old metadata holds nothing else that is managed
+    and every old entry has just `recipient` and `enc` (what flatten(_plan(…)) gives then)."""
+    count = 0
+    for name in values:
+        if _managed(name):
+            field = _AGE_FIELD.fullmatch(name)
+            if field is None:
+                return None
+            count += 1
+    if count % 2:
+        return None
+    out = {}
+    for index, key in enumerate(groups[0]):
+        out[f"age__list_{index}__map_recipient"] = key.recipient.replace("\n", "\\n")
+        out[f"age__list_{index}__map_enc"] = (key.enc or "").replace("\n", "\\n")
+    return out
+
+
+def _dotenv(lines: list[str], groups: tuple[tuple[FileKey, ...], ...], threshold: int | None, nl: str,
+            appended: bool = False) -> str:
     fields: list[tuple[str | None, str]] = []
     values: dict[str, str] = {}
     for line in lines:
@@ -85,8 +112,11 @@ def _dotenv(lines: list[str], groups: tuple[tuple[FileKey, ...], ...], threshold
         else:
             fields.append((None, line))
     old_lines = {key: line for key, line in fields if key is not None}
+    flat = _age_list(values, groups) if appended else None
+    if flat is None:
+        flat = flatten(_plan(values, groups, threshold))
     new = {name: old_lines[name] if values.get(name) == value else f"sops_{name}={value}{nl}"
-           for name, value in flatten(_plan(values, groups, threshold)).items()}
+           for name, value in flat.items()}
     # sops writes the metadata lines sorted by key (sort.Strings): keep that order for new lines
     return _join(merge(fields, new, _managed, lambda name: name), nl)
 

@@ -120,6 +120,13 @@ class _Writer:
         self.plan = make_plan(meta, groups, threshold)
         self.unit, self.nl = unit, nl
         self.pool: dict[tuple[str, str, object, str], str] = {}  # (kind, recipient, enc, where) -> text
+        self._items: dict[int, list[Span]] = {}  # the items of the array at a position, parsed once
+
+    def _array(self, text: str, pos: int) -> list[Span]:
+        items = self._items.get(pos)
+        if items is None:
+            items = self._items[pos] = _children(text, pos, "[", "]")
+        return items
 
     def _text(self, text: str, span: Span) -> str:
         return text[span[2]:span[4]]
@@ -162,7 +169,7 @@ class _Writer:
     def _pool(self, text: str, member: Span, kind: str, where: str) -> None:
         if not isinstance(member[1], list):
             return
-        for item in _children(text, member[3], "[", "]"):
+        for item in self._array(text, member[3]):
             ident = entry_id(kind, item[1])
             if ident is not None:
                 self.pool.setdefault((*ident, where), self._text(text, item))
@@ -172,7 +179,7 @@ class _Writer:
         items = [self.pool.get((e.key.kind, e.key.recipient, e.key.enc, where))
                  or go_json(e.mapping, depth + 1, self.unit, self.nl) for e in entries]
         if old is not None and isinstance(old[1], list) and [
-                self._text(text, i) for i in _children(text, old[3], "[", "]")] == items:
+                self._text(text, i) for i in self._array(text, old[3])] == items:
             return self._text(text, old)
         return self._member(kind, assemble("[", items, "]", depth, self.unit, self.nl))
 
