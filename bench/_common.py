@@ -55,3 +55,54 @@ def report(label: str, times: list[float]) -> float:
     median = statistics.median(times)
     print(f"{label:<58} median {median:7.3f}s  (min {min(times):.3f}, max {max(times):.3f}, n={len(times)})")
     return median
+
+
+def floors(scratch: Path, count: int, *, unwraps: int, wraps: int, env: dict[str, str] | None = None,
+           startup: bool = True) -> float:
+    """Print and return what no implementation on this machine can go below, measured now, for `count`
+    files: starting the sopsctl command, the age unwraps and wraps each file needs (pyrage), and
+    replacing each file atomically on this filesystem (temp file, one sync, rename; sops writes in
+    place, so it never pays for new inodes). Medians of 3."""
+    import pyrage
+
+    identity = pyrage.x25519.Identity.generate()
+    recipient = identity.to_public()
+    wrapped = pyrage.encrypt(os.urandom(32), [recipient])
+
+    def crypto() -> float:
+        start = time.perf_counter()
+        for _ in range(count * unwraps):
+            pyrage.decrypt(wrapped, [identity])
+        for _ in range(count * wraps):
+            pyrage.encrypt(os.urandom(32), [recipient])
+        return time.perf_counter() - start
+
+    def writes() -> float:
+        folder = scratch / f"floor-{time.monotonic_ns()}"
+        folder.mkdir()
+        targets = [folder / f"s{index:04d}.yaml" for index in range(count)]
+        for target in targets:
+            target.write_bytes(b"x" * 2500)
+        os.sync()
+        start = time.perf_counter()
+        for target in targets:
+            fd = os.open(f"{target}.tmp", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.write(fd, b"y" * 2600)
+            os.close(fd)
+        os.sync()
+        for target in targets:
+            os.replace(f"{target}.tmp", target)
+        elapsed = time.perf_counter() - start
+        for target in targets:
+            target.unlink()
+        folder.rmdir()
+        return elapsed
+
+    start_s = statistics.median(time_runs([*sopsctl_command(), "--help"], 3, scratch, env)) if startup else 0.0
+    crypto_s = statistics.median(crypto() for _ in range(3))
+    write_s = statistics.median(writes() for _ in range(3))
+    total = start_s + crypto_s + write_s
+    head = f"start-up {start_s:.3f}s (sopsctl --help) + " if startup else ""
+    print(f"floor for {count} files: {head}{unwraps} unwrap(s) and {wraps} wrap(s) per file {crypto_s:.3f}s "
+          f"+ atomic replace (temp file, one sync, rename) {write_s:.3f}s = {total:.3f}s")
+    return total
