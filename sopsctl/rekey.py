@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ from .audit import normalize_recipient
 from .engine import RuleMatcher
 from .errors import InputError, SopsctlError
 from .fsutil import read_bytes, write_batch
-from .model import CreationRule, FileKey, SopsMetadata
+from .model import CreationRule, FileKey, RuleKey, SopsMetadata
 
 
 @dataclass
@@ -35,11 +36,16 @@ def _key(entry: FileKey) -> tuple[str, str]:
     return entry.kind, normalize_recipient(entry.recipient)
 
 
+@functools.lru_cache(maxsize=1024)  # a batch asks this of the same few rule groups for every file
+def _wanted(rule_group: tuple[RuleKey, ...]) -> dict[tuple[str, str], RuleKey]:
+    return {(k.kind, normalize_recipient(k.recipient)): k for k in rule_group}
+
+
 def target_groups(metadata: SopsMetadata, rule: CreationRule) -> tuple[tuple[FileKey, ...], ...]:
     """The rule's groups, ordered for a minimal diff: staying entries in file order, then new ones."""
     result = []
     for position, rule_group in enumerate(rule.key_groups):
-        wanted = {(k.kind, normalize_recipient(k.recipient)): k for k in rule_group}
+        wanted = _wanted(rule_group)
         old = metadata.groups[position] if position < len(metadata.groups) else ()
         staying = [FileKey(e.kind, e.recipient) for e in old if _key(e) in wanted]
         have = {_key(e) for e in staying}
@@ -52,7 +58,7 @@ def differs(metadata: SopsMetadata, rule: CreationRule) -> bool:
     """Whether the file's groups or threshold differ from its rule's (sets per group, by position)."""
     if len(metadata.groups) != len(rule.key_groups) or metadata.effective_threshold != rule.effective_threshold:
         return True
-    return any({_key(e) for e in fg} != {(k.kind, normalize_recipient(k.recipient)) for k in rg}
+    return any({_key(e) for e in fg} != _wanted(rg).keys()
                for fg, rg in zip(metadata.groups, rule.key_groups, strict=True))
 
 
