@@ -11,7 +11,7 @@ from pathlib import Path
 from .audit import normalize_recipient
 from .engine import RuleMatcher
 from .errors import InputError, SopsctlError
-from .fsutil import read_bytes, write_batch
+from .fsutil import BatchWriter, read_bytes, write_batch
 from .model import CreationRule, FileKey, RuleKey, SopsMetadata
 
 
@@ -144,7 +144,8 @@ def run(root: Path, relatives: Sequence[str], rules: Sequence[CreationRule], ide
     if dry_run:
         report.changed = [p.path for p in plans]
         return report
-    results: dict[str, bytes] = {}
+    writer = BatchWriter(len(plans))  # temp files are written (by a child) while the next files are done
+    results: list[str] = []
 
     def work(item: _Plan) -> tuple[_Plan, bytes | None, str | None]:
         try:
@@ -162,15 +163,26 @@ def run(root: Path, relatives: Sequence[str], rules: Sequence[CreationRule], ide
             if error is not None:
                 report.failed.append((item.path, error))
             else:
-                results[item.path] = data  # type: ignore[assignment]
+                writer.add(root / item.path, data)  # type: ignore[arg-type]
+                results.append(item.path)
             if progress:
                 progress(1)
     finally:
         if pool is not None:
             pool.shutdown()
-    report.changed, not_written = write_results(root, results)
+    report.changed, not_written = finish_results(root, writer, results)
     report.failed = sorted(report.failed + not_written)
     return report
+
+
+def finish_results(root: Path, writer: BatchWriter, paths: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Finish a streamed batch (see fsutil.BatchWriter): (paths written, (path, reason) for each one not)."""
+    done, failure = writer.finish()
+    written = sorted(Path(p).relative_to(root).as_posix() for p in done)
+    if failure is None:
+        return written, []
+    _, message = failure
+    return written, [(p, f"not written: {message}") for p in sorted(set(paths) - set(written))]
 
 
 def write_results(root: Path, results: dict[str, bytes]) -> tuple[list[str], list[tuple[str, str]]]:

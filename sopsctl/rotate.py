@@ -21,8 +21,9 @@ from typing import Any
 from . import values as v
 from .datakey import DATA_KEY_BYTES, DataKeyError, Recovered, go_rfc3339, recover, rewrap
 from .errors import SopsctlError
+from .fsutil import BatchWriter
 from .model import CreationRule, FileKey, SopsMetadata
-from .rekey import governed_files, rule_threshold, target_groups, write_results
+from .rekey import finish_results, governed_files, rule_threshold, target_groups
 
 # A token as sops writes it: standard base64 parts, a lower-case type; bytes so any encoding works.
 _TOKEN = re.compile(rb"ENC\[AES256_GCM,data:([A-Za-z0-9+/=]+),iv:([A-Za-z0-9+/=]+),tag:([A-Za-z0-9+/=]+),"
@@ -290,15 +291,20 @@ def run(root: Path, relatives: Sequence[str], rules: Sequence[CreationRule], ide
 
     `overrides` gives the rule of files `.sops.yaml` does not govern (clan secrets: their links)."""
     report = RotateReport()
-    results: dict[str, bytes] = {}
-    for item in plan(root, relatives, rules, report, overrides):
+    plans = plan(root, relatives, rules, report, overrides)
+    writer = BatchWriter(len(plans))  # temp files are written (by a child) while the next files rotate
+    results: list[str] = []
+    for item in plans:
         try:
-            results[item.path] = rotate_bytes(item.data, item.fmt, identities, item.groups, item.threshold,
-                                              stamp=stamp, metadata=item.metadata)
+            rotated = rotate_bytes(item.data, item.fmt, identities, item.groups, item.threshold,
+                                   stamp=stamp, metadata=item.metadata)
         except (SopsctlError, DataKeyError, ValueError) as exc:
             report.failed.append((item.path, str(exc).replace("\n", "; ")))
+        else:
+            writer.add(root / item.path, rotated)
+            results.append(item.path)
         if progress:
             progress(1)
-    report.rotated, not_written = write_results(root, results)
+    report.rotated, not_written = finish_results(root, writer, results)
     report.failed = sorted(report.failed + not_written)
     return report

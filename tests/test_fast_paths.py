@@ -179,6 +179,68 @@ def test_a_rename_failing_in_a_big_batch_is_reported_exactly(tmp_path: Path, mon
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith(fsutil.TEMP_SUFFIX)]
 
 
+def _streamed(paths: list[Path], expected: int) -> fsutil.BatchWriter:
+    writer = fsutil.BatchWriter(expected)
+    for index, path in enumerate(paths):
+        writer.add(path, b"new %d" % index)
+    return writer
+
+
+def test_a_streamed_batch_has_its_temp_files_written_by_a_child(tmp_path: Path) -> None:
+    paths = _targets(tmp_path, 100)
+    writer = _streamed(paths, len(paths))
+    assert writer._child is not None  # the overlapped path is the one under test
+    done, failure = writer.finish()
+    assert failure is None and done == [str(p) for p in paths]
+    for index, path in enumerate(paths):
+        assert path.read_bytes() == b"new %d" % index and path.stat().st_mode & 0o777 == 0o640
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(fsutil.TEMP_SUFFIX)]
+
+
+def test_a_temp_file_the_child_cannot_write_stops_the_batch_before_any_rename(tmp_path: Path) -> None:
+    paths = _targets(tmp_path, 100)
+    paths[40] = tmp_path / "missing-folder" / "f40.yaml"
+    done, failure = _streamed(paths, len(paths)).finish()
+    assert done == [] and failure is not None and failure[0] == str(paths[40])
+    assert all(p.read_bytes() == b"old %d" % i for i, p in enumerate(paths) if i != 40)
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(fsutil.TEMP_SUFFIX)]
+
+
+def test_a_child_that_dies_leaves_every_file_old(tmp_path: Path) -> None:
+    import signal
+
+    paths = _targets(tmp_path, 100)
+    writer = _streamed(paths[:50], len(paths))
+    assert writer._child is not None
+    os.kill(writer._child[0], signal.SIGKILL)
+    for index, path in enumerate(paths[50:], start=50):
+        writer.add(path, b"new %d" % index)
+    done, failure = writer.finish()
+    assert done == [] and failure is not None and "stopped" in failure[1]
+    assert all(p.read_bytes() == b"old %d" % i for i, p in enumerate(paths))
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(fsutil.TEMP_SUFFIX)]
+
+
+def test_a_rename_failing_after_a_streamed_batch_is_reported_exactly(tmp_path: Path, monkeypatch) -> None:
+    paths = _targets(tmp_path, 100)
+    real = os.replace
+
+    def replace(source, target):  # type: ignore[no-untyped-def]
+        if Path(target) == paths[63]:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real(source, target)
+
+    writer = _streamed(paths, len(paths))
+    monkeypatch.setattr(fsutil.os, "replace", replace)  # renames happen in this process, after the child
+    done, failure = writer.finish()
+    monkeypatch.undo()
+    assert failure is not None and failure[0] == str(paths[63])
+    new = {str(p) for i, p in enumerate(paths) if p.read_bytes() == b"new %d" % i}
+    assert new == set(done) and str(paths[63]) not in new
+    assert all(p.read_bytes() in (b"new %d" % i, b"old %d" % i) for i, p in enumerate(paths))
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(fsutil.TEMP_SUFFIX)]
+
+
 # --- the checks that stay ----------------------------------------------------------------------------------
 
 
