@@ -155,7 +155,7 @@ def rotate_bytes(data: bytes, fmt: str, identities: Any, groups: Sequence[Sequen
     assert checked.data_key is not None
     old = Recovered(checked.data_key)  # the key verify_file just proved right: no second unwrap
     leaves = checked.leaves
-    known = checked.plaintexts  # what each value token decrypted to in that check: not decrypted twice
+    known = checked.plaintexts  # each value token's parts and plaintext from that check: not redone
     encrypted = {leaf.value: leaf.aad for leaf in leaves if leaf.encrypted and isinstance(leaf.value, str)}
     clear = {leaf.value for leaf in leaves if not leaf.encrypted and isinstance(leaf.value, str)}
 
@@ -183,7 +183,7 @@ def rotate_bytes(data: bytes, fmt: str, identities: Any, groups: Sequence[Sequen
             continue  # a clear value that only looks encrypted: sops hashes it as it is
         else:
             replacement = _reencrypt(text, match.start(), old.key, new_key, encrypted, value_spans, data,
-                                     known.get(text))
+                                     *known.get(text, (None, None)))
         tokens.append(replacement)
         pieces += [data[last:match.start()], replacement.encode("ascii")]
         last = match.end()
@@ -238,10 +238,13 @@ def _check_rotated(result: bytes, fmt: str, identities: Any, new_key: bytes, new
 
 
 def _reencrypt(text: str, position: int, old_key: bytes, new_key: bytes, encrypted: dict[str, str],
-               value_spans: Sequence[tuple[int, str]], data: bytes = b"", plaintext: bytes | None = None) -> str:
-    """`text` encrypted again under `new_key` with its IV and AAD; `plaintext` when already known (a value
-    the verification decrypted with this AAD), else decrypted here (comments: their AAD is searched)."""
-    enc = v.parse_enc(text)
+               value_spans: Sequence[tuple[int, str]], data: bytes = b"", enc: v.EncValue | None = None,
+               plaintext: bytes | None = None) -> str:
+    """`text` encrypted again under `new_key` with its IV and AAD; its parts and `plaintext` when already
+    known (a value the verification decrypted with this AAD), else found here (comments: their AAD is
+    searched)."""
+    if enc is None:
+        enc = v.parse_enc(text)
     known = encrypted.get(text)
     aads = [known] if known is not None else _comment_aads(position, value_spans, encrypted.values(), data)
     for aad in aads:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import binascii
 import calendar
 import contextlib
-import functools
 import hashlib
 import math
 import re
@@ -57,14 +56,7 @@ def is_enc(text: object) -> bool:
 
 def parse_enc(text: str) -> EncValue:
     """The parts of an `ENC[AES256_GCM,data:…,iv:…,tag:…,type:…]` string; ValueError when malformed."""
-    if not isinstance(text, str):
-        raise ValueError("not an ENC[AES256_GCM,…] value")
-    return _parse_enc(text)
-
-
-@functools.lru_cache(maxsize=1024)  # rotate parses each token when verifying, then when re-encrypting it
-def _parse_enc(text: str) -> EncValue:
-    match = ENC_RE.match(text)
+    match = ENC_RE.match(text) if isinstance(text, str) else None
     if match is None:
         raise ValueError("not an ENC[AES256_GCM,…] value")
     data, iv, tag, kind = match.groups()

@@ -30,7 +30,7 @@ class VerifyResult:
     data_key: bytes | None = field(default=None, repr=False, compare=False)
     leaves: tuple = field(default=(), repr=False, compare=False)
     metadata: SopsMetadata | None = field(default=None, repr=False, compare=False)
-    plaintexts: dict = field(default_factory=dict, repr=False, compare=False)  # token -> plaintext bytes
+    plaintexts: dict = field(default_factory=dict, repr=False, compare=False)  # token -> (EncValue, plaintext)
 
     @property
     def ok(self) -> bool:
@@ -47,7 +47,7 @@ class _Tally:
     """What walking the values found: the hash input, how many decrypted, the first failure."""
 
     hashed: list[bytes] = field(default_factory=list)
-    plaintexts: dict[str, bytes] = field(default_factory=dict)  # token -> plaintext, for rotate (never shown)
+    plaintexts: dict[str, tuple] = field(default_factory=dict)  # token -> (parts, plaintext), for rotate (never shown)
     decrypted: int = 0
     attempted: int = 0
     failure: tuple[str, str] | None = None  # (path, what is wrong), never the value
@@ -87,7 +87,7 @@ def _check_values(key: bytes, leaves: Sequence[tree.Leaf], mac_only_encrypted: b
             tally.fail(leaf.path, f"is malformed: {exc}")
             continue
         tally.decrypted += 1
-        tally.plaintexts[leaf.value] = plaintext  # type: ignore[index]
+        tally.plaintexts[leaf.value] = (enc, plaintext)  # type: ignore[index]
         try:
             canonical = v.canonical_bytes(plaintext, enc.type)
         except ValueError:
