@@ -60,23 +60,20 @@ def report(label: str, times: list[float]) -> float:
 def floors(scratch: Path, count: int, *, unwraps: int, wraps: int, env: dict[str, str] | None = None,
            startup: bool = True) -> float:
     """Print and return what no implementation on this machine can go below, measured now, for `count`
-    files: starting the sopsctl command, the age unwraps and wraps each file needs (agefast, pyrage), and
+    files: starting the sopsctl command, the age unwraps and wraps each file needs (pyrage), and
     replacing each file atomically on this filesystem (temp file, one sync, rename; sops writes in
     place, so it never pays for new inodes). Medians of 3. Returns the two-core floor: creating the
     temp files (kernel CPU) can run beside the crypto, as fsutil.BatchWriter does."""
     import pyrage
 
-    from sopsctl.crypto import agefast
-
     identity = pyrage.x25519.Identity.generate()
     recipient = identity.to_public()
     wrapped = pyrage.encrypt(os.urandom(32), [recipient])
-    assert agefast.unwrap(wrapped, [identity]) is not agefast.FALLBACK
 
-    def crypto() -> float:  # the fastest unwrap at hand (agefast, on OpenSSL) and pyrage's wrap
+    def crypto() -> float:
         start = time.perf_counter()
         for _ in range(count * unwraps):
-            agefast.unwrap(wrapped, [identity])
+            pyrage.decrypt(wrapped, [identity])
         for _ in range(count * wraps):
             pyrage.encrypt(os.urandom(32), [recipient])
         return time.perf_counter() - start

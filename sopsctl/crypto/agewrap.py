@@ -12,7 +12,7 @@ from typing import Any
 import pyrage
 
 from ..errors import InputError, KeyFormatError, SopsctlError
-from . import agefast, agekeys
+from . import agekeys
 
 HEADER = "-----BEGIN AGE ENCRYPTED FILE-----"
 FOOTER = "-----END AGE ENCRYPTED FILE-----"
@@ -161,9 +161,6 @@ def unwrap(enc: str, identities: Any) -> bytes | None:
     candidates = _pyrage_identities(identities)
     if not candidates:
         return None
-    fast = agefast.unwrap(binary, candidates)  # the layout sops writes for X25519, on OpenSSL
-    if fast is not agefast.FALLBACK:
-        return fast  # type: ignore[return-value]
     try:
         return pyrage.decrypt(binary, candidates)
     except pyrage.DecryptError as exc:
