@@ -10,7 +10,7 @@ from typing import NamedTuple
 from . import clanaudit
 from .clanaudit import CLAN_CLASS, ClanTree
 from .engine import RuleMatcher
-from .model import CreationRule, FileKey, Finding, Policy, SopsMetadata
+from .model import CreationRule, FileKey, Finding, Policy, SopsMetadata, normalize_recipient
 from .policy import key_owners
 
 MAX_COALITIONS = 20
@@ -62,14 +62,6 @@ class AuditReport:
 
 
 # -- recipients -> policy keys ----------------------------------------------------------------------
-
-
-def normalize_recipient(recipient: str) -> str:
-    """ssh recipients are stored verbatim (comment included); compare them without it."""
-    recipient = recipient.strip()
-    if recipient.startswith("ssh-"):
-        return " ".join(recipient.split()[:2])
-    return recipient
 
 
 @dataclass

@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .model import CreationRule, Finding, Policy, Problem, RuleKey, SopsMetadata
+from .model import (
+    CreationRule,
+    Finding,
+    Policy,
+    Problem,
+    RuleKey,
+    SopsMetadata,
+    normalize_recipient,
+)
 
 CLAN_CLASS = "clan"  # the class label clan files carry in reports: their readers come from links, not rules
 LINK_KINDS = ("users", "machines", "groups")  # the folders of links beside a secret, and in a group
@@ -112,8 +120,6 @@ def _short(recipient: str) -> str:
 def secret_findings(tree: ClanTree, secret: ClanSecret, metadata: SopsMetadata, index,  # type: ignore[no-untyped-def]
                     names: dict[str, str]) -> list[Finding]:
     """Findings of one encrypted clan secret; `index` is the audit's KeyIndex (recipients -> policy keys)."""
-    from .audit import normalize_recipient
-
     path = secret.path
     fix = f"sopsctl rekey {path}"
     findings: list[Finding] = []

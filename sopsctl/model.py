@@ -220,6 +220,14 @@ class CreationRule:
 # --- what an encrypted file says about itself, and what the audit finds --------------------
 
 
+def normalize_recipient(recipient: str) -> str:
+    """ssh recipients are stored verbatim (comment included); compare them without it."""
+    recipient = recipient.strip()
+    if recipient.startswith("ssh-"):
+        return " ".join(recipient.split()[:2])
+    return recipient
+
+
 class FileKey(NamedTuple):
     """One master key entry in a file's `sops` metadata (age recipient, pgp fp, kms arn, …).
 

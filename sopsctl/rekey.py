@@ -8,11 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .audit import normalize_recipient
 from .engine import RuleMatcher
 from .errors import InputError, SopsctlError
 from .fsutil import BatchWriter, read_bytes, write_batch
-from .model import CreationRule, FileKey, RuleKey, SopsMetadata
+from .model import CreationRule, FileKey, RuleKey, SopsMetadata, normalize_recipient
 
 
 @dataclass

@@ -10,7 +10,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "sopsctl"
 PURE = ["model.py", "policy.py", "references.py", "engine.py", "audit.py", "lint.py", "changes.py", "globs.py",
         "regexes.py", "automata.py", "values.py", "matrix.py", "render.py", "reports.py", "sopsconfig.py",
-        "crypto/shamir.py", "crypto/bech32.py", "crypto/agekeys.py", "formats/write.py", "clanaudit.py"]
+        "crypto/shamir.py", "crypto/bech32.py", "crypto/agekeys.py", "formats/write.py", "formats/keyplan.py", "clanaudit.py"]
 IMPURE_MODULES = {"os", "subprocess", "shutil", "tempfile", "pathlib", "socket", "sys"}
 IMPURE_CALLS = {"open", "print", "input", "exec", "eval"}
 ALLOWED = {"crypto/shamir.py": {"os"}}  # os.urandom as the default source of randomness, nothing else

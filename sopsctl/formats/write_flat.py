@@ -7,7 +7,7 @@ import re
 from ..model import FileKey
 from . import MetadataError
 from .flat import unflatten
-from .write import MANAGED, Plan, make_plan, merge
+from .keyplan import MANAGED, Plan, make_plan, merge
 
 _LINE = re.compile(r"[^\n]*\n|[^\n]+$")
 _INI_KEY = re.compile(r"([^=;#\s][^=]*?)( *)=[ \t]?")  # go-ini writes `key<pad> = value`
@@ -58,7 +58,7 @@ def _flatten_into(out: dict[str, str], prefix: str, value: object) -> None:
 def replace_flat(data: bytes, fmt: str, groups: tuple[tuple[FileKey, ...], ...], threshold: int | None,
                  appended: bool = False) -> bytes:
     """`appended`: the change is one age list keeping, re-wrapping or dropping entries in file order and
-    appending new ones (write.list_change), so the new fields can be named without decoding the old."""
+    appending new ones (keyplan.list_change), so the new fields can be named without decoding the old."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:

@@ -7,7 +7,7 @@ import re
 
 from ..model import FileKey
 from . import KEY_LISTS, MetadataError
-from .write import MANAGED, SORTED, Entry, entry_id, make_plan, merge
+from .keyplan import MANAGED, SORTED, Entry, entry_id, make_plan, merge
 
 _WS = re.compile(r"[ \t\n\r]*")
 _DECODER = json.JSONDecoder()

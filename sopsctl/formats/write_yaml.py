@@ -14,7 +14,7 @@ from yaml.resolver import Resolver
 
 from ..model import FileKey
 from . import KEY_LISTS, MetadataError
-from .write import MANAGED, SORTED, Entry, Plan, detect_style, entry_id, make_plan, merge
+from .keyplan import MANAGED, SORTED, Entry, Plan, detect_style, entry_id, make_plan, merge
 from .yamlmeta import _BLOCK_END, _SOPS_START
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
