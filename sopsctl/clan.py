@@ -53,7 +53,7 @@ def _relative(path: Path, root: Path) -> str:
 
 def _entities(folder: Path, root: Path, problems: list[tuple[str, str]]) -> dict[str, tuple[str, ...]]:
     result: dict[str, tuple[str, ...]] = {}
-    if not folder.is_dir():
+    if not folder.is_dir() or folder.is_symlink():  # never read through a link out of the tree
         return result
     for entry in sorted(folder.iterdir()):
         key_file = entry / "key.json"
@@ -111,7 +111,7 @@ def _walk_secrets(base: Path, root: Path, clan_root: Path) -> list[ClanSecret]:
 
 def read_groups(folder: Path) -> dict[str, ClanGroup]:
     groups = {}
-    if folder.is_dir():
+    if folder.is_dir() and not folder.is_symlink():
         for entry in sorted(folder.iterdir()):
             if entry.is_dir() and not entry.is_symlink():
                 groups[entry.name] = ClanGroup(_link_names(entry / "users"), _link_names(entry / "machines"))
@@ -133,7 +133,7 @@ def read_tree(root: Path, configured: str | None) -> ClanTree | None:
     groups = read_groups(clan_root / "sops" / "groups")
     secrets: list[ClanSecret] = []
     for base in (clan_root / "sops" / "secrets", clan_root / "vars"):
-        if base.is_dir():
+        if base.is_dir() and not base.is_symlink():
             secrets += _walk_secrets(base, root, clan_root)
     relative_root = "" if clan_root == root else _relative(clan_root, root)
     return ClanTree(relative_root, users, machines, groups, tuple(sorted(secrets, key=lambda s: s.path)),

@@ -354,3 +354,15 @@ def test_import_names_clan_keys_and_lint_then_sees_clan_move_on(real_fleet: Path
     assert main(["lint"]) == 1
     assert f"key 'cinnabar' says age1j3wqa539kjrdtthzm8qep0f2llsycs5wz8g0v7596jrkj60qjdnq4acjaj but clan's machine " \
            f"'cinnabar' has {M1}" in capsys.readouterr().out
+
+
+def test_clan_folders_that_are_links_out_of_the_tree_are_not_read(tmp_path: Path) -> None:
+    outside = build(tmp_path / "outside")
+    root = tmp_path / "repo"
+    (root / "sops").mkdir(parents=True)
+    for name in ("users", "machines", "groups", "secrets"):
+        os.symlink(outside / "sops" / name, root / "sops" / name)
+    os.symlink(outside / "vars", root / "vars")
+    tree = read_tree(root, None)
+    assert tree is not None
+    assert (dict(tree.users), dict(tree.machines), dict(tree.groups), tree.secrets) == ({}, {}, {}, ())
