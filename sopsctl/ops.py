@@ -520,6 +520,8 @@ def diff(repo: Repo, against: str | None = None):  # type: ignore[no-untyped-def
     old_rules = _named(old_rules, old_index)
     changes = access_changes(secrets_files(repo, policy), old_rules, new_rules, old_index.subject_of,
                              index.subject_of)
+    if not two_configs:  # between two policies, a retirement also moves clan files' readers
+        changes += _clan_changes(clan_tree(repo, policy), old_index, index)
     added = sorted(recipients_of(new_rules) - recipients_of(old_rules))
     removed = sorted(recipients_of(old_rules) - recipients_of(new_rules))
     return changes, [index.subject(r) for r in added], [old_index.subject(r) for r in removed]

@@ -366,3 +366,15 @@ def test_clan_folders_that_are_links_out_of_the_tree_are_not_read(tmp_path: Path
     tree = read_tree(root, None)
     assert tree is not None
     assert (dict(tree.users), dict(tree.machines), dict(tree.groups), tree.secrets) == ({}, {}, {}, ())
+
+
+def test_diff_between_policies_names_the_clan_vars_a_retirement_moves(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from sopsctl.cli import main
+
+    before = policy_with("  m1: {clan_machine: m1}\n", "  m1: {platform: nixos, keys: [m1]}\n")
+    repo = repo_with(tmp_path, before)
+    (tmp_path / "before.yaml").write_text(before)
+    (repo.root / "policies" / "p.yaml").write_text(before.replace("keys: [m1]}", "keys: [m1], status: retired}"))
+    assert main(["diff", "--against", str(tmp_path / "before.yaml"), "--root", str(repo.root)]) == 0
+    out = capsys.readouterr().out
+    assert "vars/per-machine/m1/users/password/secret" in out and "host:m1" in out
