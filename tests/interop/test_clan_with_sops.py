@@ -441,3 +441,29 @@ def test_the_fixture_is_what_sops_says_before_any_rekey(base: ClanFleet) -> None
     # key.json in both of clan's forms: one object (alice, web1) and a list (bob, dave with two keys)
     assert json.loads((base.root / "sops/users/alice/key.json").read_text())["type"] == "age"
     assert len(json.loads((base.root / "sops/users/dave/key.json").read_text())) == 2
+
+
+def test_rotate_gives_clan_secrets_a_new_data_key_for_exactly_their_linked_readers(cf: ClanFleet) -> None:
+    """rotate and verify take clan files too: new data key, wrapped for what the links grant, same plaintext."""
+    from sopsctl.datakey import recover
+    from sopsctl.formats import read_metadata
+    from sopsctl.identities import load_identities
+
+    rotatable = sorted(s.path for s in CLAN if "per-machine/ghost" not in s.path)  # orphaned vars are refused
+    identities = load_identities({}, cf.fleet.work, [cf.all_keys()])
+
+    def data_key(path: str) -> bytes:
+        return recover(read_metadata(cf.read(path), "binary", full=True), identities).key
+
+    before = {path: data_key(path) for path in rotatable}
+    verified = run(cf, "verify", "--identity", str(cf.all_keys()), *rotatable)
+    verified.expect_code(0)
+    rotated = run(cf, "rotate", "--identity", str(cf.all_keys()), *rotatable)
+    rotated.expect_code(0)
+    assert sorted(rotated.data["rotated"]) == rotatable and rotated.data["failed"] == []
+    for path in rotatable:
+        assert data_key(path) != before[path], f"{path}: rotate kept the data key"
+    rotated_secrets = [s for s in CLAN if s.path in rotatable]
+    readable = readers_by_sops(cf)
+    assert {s.path: readable[s.path] for s in rotated_secrets} == {s.path: set(s.readers) for s in rotated_secrets}
+    run(cf, "verify", "--identity", str(cf.all_keys()), *rotatable).expect_code(0)
