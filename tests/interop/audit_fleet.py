@@ -209,6 +209,17 @@ class Fleet:
         args = ["decrypt", *(["--extract", extract] if extract else []), path]
         return self.run_sops(args, key_file=self.key_file(names, extra), check=False)
 
+    def opens(self, path: str, plaintext: bytes, names: Iterable[str], extra: Iterable[str] = ()) -> bool:
+        """Whether the real sops decrypts `path` with only these identities; when it does, it must give
+        `plaintext`, and when it does not, the reason must be that no key opened it."""
+        result = self.decrypt(path, names, extra)
+        if result.returncode == 0:
+            assert result.stdout == plaintext, f"{path}: sops decrypted something other than the original"
+            return True
+        assert result.returncode == SOPS_NO_KEY, (f"{path}: sops exit {result.returncode}, expected "
+                                                  f"{SOPS_NO_KEY}: {result.stderr.decode(errors='replace')[-400:]}")
+        return False
+
     def encrypt(self, path: str, data: bytes, config_text: str | None = None) -> None:
         """Write `data` at `path` and encrypt it in place with the repo's `.sops.yaml` (or a throw-away config)."""
         target = self.root / path
