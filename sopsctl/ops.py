@@ -86,12 +86,12 @@ def selected_files(repo: Repo, policy: Policy, paths: list[Path] | None = None) 
 
 
 def clan_rules(repo: Repo, policy: Policy):  # type: ignore[no-untyped-def]
-    """(clan tree or None, path -> the rule its links make) for rekey and rotate."""
+    """path -> the rule each clan secret's links make (or why it has none), for rekey and rotate; {} without clan."""
     from .audit import KeyIndex
     from .clanaudit import rekey_rules
 
     tree = clan_tree(repo, policy)
-    return tree, (rekey_rules(tree, KeyIndex.build(policy)) if tree is not None else {})
+    return rekey_rules(tree, KeyIndex.build(policy)) if tree is not None else {}
 
 
 def clan_files(repo: Repo, tree, paths: list[Path] | None = None) -> list[str]:  # type: ignore[no-untyped-def]

@@ -42,7 +42,7 @@ def _clan_paths(repo) -> list[str]:  # type: ignore[no-untyped-def]
     """Clan secrets and vars that can be re-keyed: a retired key leaves them too (rekey skips those in sync)."""
     from .. import ops
 
-    _, rules = ops.clan_rules(repo, ops.load(repo))
+    rules = ops.clan_rules(repo, ops.load(repo))
     return sorted(path for path, rule in rules.items() if not isinstance(rule, str))
 
 

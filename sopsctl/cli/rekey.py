@@ -25,7 +25,7 @@ def rekey_paths(repo, paths: list[str] | None, *, dry_run: bool = False, jobs: i
 
     policy = ops.load(repo)
     _, generated = ops.generated_config(repo, policy)
-    _, clan_rules = ops.clan_rules(repo, policy)  # clan secrets get the recipients their links grant
+    clan_rules = ops.clan_rules(repo, policy)  # clan secrets get the recipients their links grant
     relatives = paths if paths is not None else ops.secrets_files(repo, policy) + sorted(
         p for p, rule in clan_rules.items() if not isinstance(rule, str))
     identities = None if dry_run else load_identities(os.environ, Path.home(), identity_files or [])

@@ -22,7 +22,7 @@ def rotate_paths(repo, relatives: list[str], *, identity_files: list[Path] | Non
 
     policy = ops.load(repo)
     _, generated = ops.generated_config(repo, policy)
-    _, clan_rules = ops.clan_rules(repo, policy)
+    clan_rules = ops.clan_rules(repo, policy)
     identities = load_identities(os.environ, Path.home(), identity_files or [])
     identity_notes(identities)
     from ..fsutil import repo_lock
