@@ -18,7 +18,6 @@ from .fsutil import (
 )
 from .model import Policy
 from .policy import key_owners, load_policy
-from .sopsconfig import render
 
 POLICY_SUFFIXES = (".yaml", ".yml")
 
@@ -87,11 +86,14 @@ def selected_files(repo: Repo, policy: Policy, paths: list[Path] | None = None) 
 
 def clan_rules(repo: Repo, policy: Policy):  # type: ignore[no-untyped-def]
     """path -> the rule each clan secret's links make (or why it has none), for rekey and rotate; {} without clan."""
+    tree = clan_tree(repo, policy)
+    if tree is None:
+        return {}
+    # imported only for a clan tree: audit is a large module a plain rotate or rekey never uses
     from .audit import KeyIndex
     from .clanaudit import rekey_rules
 
-    tree = clan_tree(repo, policy)
-    return rekey_rules(tree, KeyIndex.build(policy)) if tree is not None else {}
+    return rekey_rules(tree, KeyIndex.build(policy))
 
 
 def clan_files(repo: Repo, tree, paths: list[Path] | None = None) -> list[str]:  # type: ignore[no-untyped-def]
@@ -110,11 +112,19 @@ def policy_label(repo: Repo) -> str:
     return label + "/" if repo.policy_path.is_dir() else label
 
 
-def generated_config(repo: Repo, policy: Policy) -> tuple[str, Generated]:
-    """The `.sops.yaml` text the policy generates; refuses when a rule cannot be made."""
+def creation_rules(policy: Policy) -> Generated:
+    """The creation rules the policy generates; refuses when a rule cannot be made."""
     generated = build_rules(policy)
     if generated.errors:
         raise PolicyError(generated.errors)
+    return generated
+
+
+def generated_config(repo: Repo, policy: Policy) -> tuple[str, Generated]:
+    """The `.sops.yaml` text the policy generates; refuses when a rule cannot be made."""
+    from .sopsconfig import render
+
+    generated = creation_rules(policy)
     return render(generated.rules, policy, key_owners(policy), policy_label(repo)), generated
 
 

@@ -15,13 +15,17 @@ from .rekey import IdentityOption
 
 
 def rotate_paths(repo, relatives: list[str], *, identity_files: list[Path] | None = None,  # type: ignore[no-untyped-def]
-                 output_format: str = "text") -> int:
-    """Rotate `relatives` (repo-relative); print the report; return the exit code (0, or 3 if any failed)."""
+                 output_format: str = "text", policy=None) -> int:
+    """Rotate `relatives` (repo-relative); print the report; return the exit code (0, or 3 if any failed).
+
+    `policy` is the repo's loaded policy when the caller has it (loaded here otherwise).
+    """
     from .. import ops, rotate
     from ..identities import load_identities
 
-    policy = ops.load(repo)
-    _, generated = ops.generated_config(repo, policy)
+    if policy is None:
+        policy = ops.load(repo)
+    generated = ops.creation_rules(policy)  # the rules only: nobody reads the .sops.yaml text here
     clan_rules = ops.clan_rules(repo, policy)
     identities = load_identities(os.environ, Path.home(), identity_files or [])
     identity_notes(identities)
@@ -54,7 +58,8 @@ def rotate_command(
     from .. import ops
 
     repo = ops.open_repo(Path.cwd(), root, policy)
-    relatives = ops.selected_files(repo, ops.load(repo), paths)
-    code = rotate_paths(repo, relatives, identity_files=identity, output_format=output_format)
+    loaded = ops.load(repo)
+    relatives = ops.selected_files(repo, loaded, paths)
+    code = rotate_paths(repo, relatives, identity_files=identity, output_format=output_format, policy=loaded)
     if code:
         raise typer.Exit(code)
