@@ -1,7 +1,5 @@
 """`sopsctl audit`, `who` and `access`: read files' real recipients and judge them against the policy."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 

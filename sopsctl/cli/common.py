@@ -1,7 +1,5 @@
 """Options and helpers every command shares: --root, --policy, --format, and writing output."""
 
-from __future__ import annotations
-
 import sys
 from pathlib import Path
 from typing import Annotated

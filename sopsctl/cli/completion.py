@@ -1,7 +1,5 @@
 """Shell completion of names from the policy: hosts, identities, keys and selectors."""
 
-from __future__ import annotations
-
 from collections.abc import Callable
 from pathlib import Path
 

@@ -1,7 +1,5 @@
 """`sopsctl diff`: who gains and who loses which files between two policies or two .sops.yaml files."""
 
-from __future__ import annotations
-
 import json
 from pathlib import Path
 from typing import Annotated

@@ -1,7 +1,5 @@
 """`sopsctl generate`: write `.sops.yaml` from the policy, or check that it is current."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 

@@ -1,7 +1,5 @@
 """`sopsctl import`: turn an existing hand-written `.sops.yaml` into a policy."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 

@@ -1,7 +1,5 @@
 """The `keys` command group: convert ssh-ed25519 keys to age, generate age identities."""
 
-from __future__ import annotations
-
 import sys
 from datetime import datetime
 from pathlib import Path

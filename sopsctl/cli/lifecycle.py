@@ -1,7 +1,5 @@
 """`sopsctl host|identity|key …`: life events that edit the policy, regenerate .sops.yaml and list what changes."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 

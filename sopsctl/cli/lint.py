@@ -1,7 +1,5 @@
 """`sopsctl lint`: validate the policy and report every problem with its file:line."""
 
-from __future__ import annotations
-
 import json
 from pathlib import Path
 from typing import Annotated

@@ -1,7 +1,5 @@
 """`sopsctl matrix`: readers × files, as a text grid, CSV, JSON or one self-contained HTML page."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 

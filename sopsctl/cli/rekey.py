@@ -1,7 +1,5 @@
 """`sopsctl rekey`: natively re-wrap data keys so every file has its rule's key groups and threshold."""
 
-from __future__ import annotations
-
 import json
 from pathlib import Path
 from typing import Annotated

@@ -1,7 +1,5 @@
 """`sopsctl rotate`: a new data key per file, every value re-encrypted, wrapped for the policy's recipients."""
 
-from __future__ import annotations
-
 import json
 import os
 from pathlib import Path

@@ -1,7 +1,5 @@
 """`sopsctl schema`: print the JSON Schema of one policy file (for editors and CI validators)."""
 
-from __future__ import annotations
-
 from . import app
 from .common import out
 

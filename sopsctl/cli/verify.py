@@ -1,7 +1,5 @@
 """`sopsctl verify`: decrypt every value natively and check every MAC, printing verdicts and never a value."""
 
-from __future__ import annotations
-
 import json
 import os
 from pathlib import Path
