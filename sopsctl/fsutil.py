@@ -126,7 +126,7 @@ def write_batch(items: list[tuple[Path, bytes]]) -> tuple[list[str], tuple[str, 
     on a busy disk one rename after the other costs up to milliseconds each (ext4: 0.08 ms idle,
     3 ms while other processes write), while concurrent ones share journal commits.
     """
-    writer = BatchWriter(0)
+    writer = BatchWriter()
     for path, data in items:
         writer.add(path, data)
     return writer.finish()
@@ -157,90 +157,58 @@ def _write_temp(path: Path, data: bytes, tmp_name: str) -> str:
     return tmp_name
 
 
-_OVERLAP_MIN = 64  # files: below this a writer process is not worth starting
-
-
 class BatchWriter:
-    """write_batch for results that come one by one: `add` each, then `finish` (sync and renames).
+    """write_batch for results that come one by one, or are computed in other processes.
 
-    With `expected` >= 64 files (and fork), a child process creates the temp files while the
-    caller computes the next results: creating a file is kernel CPU (0.25 ms each on this ext4,
-    measured: sys time = wall time), which then runs on the other core (1,000 rotations: 1.22 s
-    -> 0.74 s). The child only writes temp files; the sync and every rename stay in this
-    process, after all temp files exist, so the guarantees are write_batch's. It dies with its
-    parent; temp files a killed run leaves are never taken for secrets.
+    Each new content is staged in a temp file beside its target, then `finish` makes them all
+    durable with one sync and renames each over its target. `stage` only creates a temp file, so
+    the process that computed a result can stage it (workers.fork_map: creating a file is kernel
+    CPU, 0.04-0.25 ms on this ext4, which then runs on that worker's core instead of queueing
+    behind the caller); `staged` records it here. The sync and every rename stay in the caller,
+    after all temp files exist, so the guarantees are write_batch's: a recorded failure means no
+    rename starts and every temp file is removed.
     """
 
-    def __init__(self, expected: int) -> None:
+    def __init__(self) -> None:
         import secrets
 
         self._token = secrets.token_hex(4)
-        self._paths: list[Path] = []
-        self._data: list[bytes] = []  # in-process mode only
-        self._child: tuple[int, int, int] | None = None  # pid, message pipe, report pipe
-        self._broken = False
-        if expected >= _OVERLAP_MIN and hasattr(os, "fork"):
-            self._child = self._start()
+        self._staged: list[tuple[str, Path]] = []  # (temp, target), in the order recorded
+        self._failure: tuple[str, str] | None = None
 
-    def _name(self, number: int, path: Path) -> str:
-        return os.path.join(path.parent, f".{path.name}.{self._token}{number:x}{TEMP_SUFFIX}")
+    def stage(self, path: Path, data: bytes, number: int) -> str:
+        """`data` in a new temp file for `path` (number: unique in the batch); its name. Raises OSError.
 
-    def _start(self) -> tuple[int, int, int] | None:
-        messages_r, messages_w = os.pipe()
-        report_r, report_w = os.pipe()
-        parent = os.getpid()
-        try:
-            pid = os.fork()
-        except OSError:
-            for fd in (messages_r, messages_w, report_r, report_w):
-                os.close(fd)
-            return None
-        if pid == 0:  # the child: write temp files until told to stop, report, exit
-            code = 1
-            try:
-                os.close(messages_w)
-                os.close(report_r)
-                _die_with(parent)
-                _temp_writer(messages_r, report_w)
-                code = 0
-            finally:
-                os._exit(code)
-        os.close(messages_r)
-        os.close(report_w)
-        with contextlib.suppress(OSError, AttributeError):
-            import fcntl
+        Safe in a forked worker: it reads nothing of this writer but its token."""
+        return _write_temp(path, data, os.path.join(path.parent, f".{path.name}.{self._token}{number:x}{TEMP_SUFFIX}"))
 
-            fcntl.fcntl(messages_w, 1031, 1 << 20)  # F_SETPIPE_SZ: a deep buffer, the caller never waits
-        return pid, messages_w, report_r
+    def staged(self, path: Path, temp: str) -> None:
+        self._staged.append((temp, path))
+
+    def failed(self, path: Path, reason: str) -> None:
+        """A result that could not be staged: the batch stops, nothing will be renamed."""
+        if self._failure is None:
+            self._failure = (str(path), reason)
 
     def add(self, path: Path, data: bytes) -> None:
-        number = len(self._paths)
-        self._paths.append(path)
-        if self._child is None:
-            self._data.append(data)
+        """Stage `data` for `path` in this process; a write error is recorded as the batch's failure."""
+        if self._failure is not None:
             return
-        if self._broken:
-            return
-        import pickle
-
-        message = pickle.dumps((number, str(path), self._name(number, path), data), pickle.HIGHEST_PROTOCOL)
         try:
-            _write_all(self._child[1], len(message).to_bytes(4, "little") + message)
-        except OSError:
-            self._broken = True  # the writer died: finish() reports the batch as not written
+            self.staged(path, self.stage(path, data, len(self._staged)))
+        except OSError as exc:
+            self.failed(path, f"cannot write: {exc.strerror or exc}")
+
+    def discard(self) -> None:
+        """Remove every staged temp file (the batch is abandoned): no target changes."""
+        for tmp, _ in self._staged:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        self._staged = []
 
     def finish(self) -> tuple[list[str], tuple[str, str] | None]:
-        temps: list[tuple[str, Path]] = []
-        failure: tuple[str, str] | None = None
-        if self._child is None:
-            for number, (path, data) in enumerate(zip(self._paths, self._data, strict=True)):
-                try:
-                    temps.append((_write_temp(path, data, self._name(number, path)), path))
-                except OSError as exc:
-                    failure = (str(path), f"cannot write: {exc.strerror or exc}")
-                    break
-        else:
-            temps, failure = self._collect()
+        """Sync and rename: (targets written, in the order staged; (path, reason) of the first failure)."""
+        temps, failure = self._staged, self._failure
         if failure is None and temps:
             try:
                 os.sync()
@@ -249,84 +217,9 @@ class BatchWriter:
         done: list[str] = []
         if failure is None and temps:
             done, failure = _rename_all(temps)
-        for tmp, _ in temps:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+        self.discard()  # what was not renamed (a failure stops the batch)
         _sync_dirs({path.parent for _, path in temps})
         return done, failure
-
-    def _collect(self) -> tuple[list[tuple[str, Path]], tuple[str, str] | None]:
-        """End the child's work and read what it wrote: (temp, target) in batch order, and its failure."""
-        import pickle
-
-        assert self._child is not None
-        pid, messages, report = self._child
-        with contextlib.suppress(OSError):
-            _write_all(messages, (0).to_bytes(4, "little"))
-        os.close(messages)
-        with os.fdopen(report, "rb") as stream:
-            payload = stream.read()
-        os.waitpid(pid, 0)
-        try:
-            created, failure = pickle.loads(payload)
-            temps = [(tmp, self._paths[number]) for number, tmp in created]
-        except Exception:  # the child died: remove every temp it may have made, write nothing
-            for number, path in enumerate(self._paths):
-                with contextlib.suppress(OSError):
-                    os.unlink(self._name(number, path))
-            first = str(self._paths[0]) if self._paths else ""
-            return [], (first, "cannot write: the process writing the temp files stopped")
-        if failure is None and len(temps) != len(self._paths):
-            failure = (str(self._paths[len(temps)]), "cannot write: the temp file was not written")
-        return temps, failure
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _read_exactly(stream, size: int) -> bytes | None:  # type: ignore[no-untyped-def]
-    data = stream.read(size)
-    return data if len(data) == size else None
-
-
-def _temp_writer(messages_fd: int, report_fd: int) -> None:
-    """The child's loop: a temp file per message, until the end marker; then (created, failure)."""
-    import pickle
-
-    created: list[tuple[int, str]] = []
-    failure: tuple[str, str] | None = None
-    with os.fdopen(messages_fd, "rb") as stream:
-        while True:
-            head = _read_exactly(stream, 4)
-            size = int.from_bytes(head, "little") if head else 0
-            if not size:
-                break  # the end marker, or the parent is gone
-            body = _read_exactly(stream, size)
-            if body is None:
-                break
-            if failure is not None:
-                continue  # the batch stopped at the first failure: drain the rest
-            number, path, tmp_name, data = pickle.loads(body)
-            try:
-                created.append((number, _write_temp(Path(path), data, tmp_name)))
-            except OSError as exc:
-                failure = (path, f"cannot write: {exc.strerror or exc}")
-    _write_all(report_fd, pickle.dumps((created, failure), pickle.HIGHEST_PROTOCOL))
-    os.close(report_fd)
-
-
-def _die_with(parent: int) -> None:
-    """A child dies with its parent (Linux): an orphan would keep the repository lock it inherited."""
-    with contextlib.suppress(OSError, AttributeError):
-        import ctypes
-        import signal
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # the parent died before that took effect
-        os._exit(1)
 
 
 _RENAME_THREADS = 8

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from .engine import RuleMatcher
 from .errors import InputError, SopsctlError
 from .fsutil import BatchWriter, read_bytes, write_batch
 from .model import CreationRule, FileKey, RuleKey, SopsMetadata, normalize_recipient
+from .workers import fork_map
 
 
 @dataclass
@@ -72,33 +72,38 @@ def governed_files(root: Path, relatives: Sequence[str], rules: Sequence[Creatio
     `overrides` gives the rule of files that `.sops.yaml` does not govern (clan secrets: their links),
     or the reason such a file cannot be done.
     """
-    from .formats import MetadataError, detect_format, read_metadata
-
     matcher = RuleMatcher(rules)
     for relative in relatives:
-        fmt = detect_format(relative)
-        try:
-            data = read_bytes(root / relative, what="secret file")  # size-limited, one clear line
-            metadata = read_metadata(data, fmt, full=True)
-        except (InputError, MetadataError) as exc:
-            fail(relative, f"cannot read its sops metadata: {exc}")
-            continue
-        if metadata is None:
-            if plain is not None:
-                fail(relative, plain)
-            continue
-        override = overrides.get(relative) if overrides else None
-        if isinstance(override, str):  # a file .sops.yaml must not govern, and nothing else can
-            fail(relative, override)
-            continue
-        if override is not None:
-            yield relative, fmt, data, metadata, override
-            continue
-        index = matcher.match(relative)
-        if index is None:
-            fail(relative, "no class governs it, so it has no rule naming its recipients")
-            continue
-        yield relative, fmt, data, metadata, rules[index]
+        found = governed_file(root, relative, rules, matcher, plain, overrides)
+        if isinstance(found, str):
+            fail(relative, found)
+        elif found is not None:
+            yield found
+
+
+def governed_file(root: Path, relative: str, rules: Sequence[CreationRule], matcher: RuleMatcher,
+                  plain: str | None = None, overrides: Mapping[str, CreationRule | str] | None = None,
+                  ) -> tuple[str, str, bytes, SopsMetadata, CreationRule] | str | None:
+    """One file of governed_files: its tuple, the reason it fails, or None when it is passed over."""
+    from .formats import MetadataError, detect_format, read_metadata
+
+    fmt = detect_format(relative)
+    try:
+        data = read_bytes(root / relative, what="secret file")  # size-limited, one clear line
+        metadata = read_metadata(data, fmt, full=True)
+    except (InputError, MetadataError) as exc:
+        return f"cannot read its sops metadata: {exc}"
+    if metadata is None:
+        return plain
+    override = overrides.get(relative) if overrides else None
+    if isinstance(override, str):  # a file .sops.yaml must not govern, and nothing else can
+        return override
+    if override is not None:
+        return relative, fmt, data, metadata, override
+    index = matcher.match(relative)
+    if index is None:
+        return "no class governs it, so it has no rule naming its recipients"
+    return relative, fmt, data, metadata, rules[index]
 
 
 def rule_threshold(rule: CreationRule) -> int | None:
@@ -136,46 +141,72 @@ def _rekey_one(item: _Plan, identities) -> bytes:  # type: ignore[no-untyped-def
 
 
 def run(root: Path, relatives: Sequence[str], rules: Sequence[CreationRule], identities,  # type: ignore[no-untyped-def]
-        *, dry_run: bool = False, jobs: int = 1, progress: Callable[[int], None] | None = None,
+        *, dry_run: bool = False, jobs: int | None = None, progress: Callable[[int], None] | None = None,
         overrides: Mapping[str, CreationRule | str] | None = None) -> RekeyReport:
+    """Re-key the files whose groups or threshold differ from their rule's; `jobs` processes (default: every core)."""
     report = RekeyReport()
-    plans = plan(root, relatives, rules, report, overrides)
+    plans = {item.path: item for item in plan(root, relatives, rules, report, overrides)}
     if dry_run:
-        report.changed = [p.path for p in plans]
+        report.changed = list(plans)
         return report
-    writer = BatchWriter(len(plans))  # temp files are written (by a child) while the next files are done
-    results: list[str] = []
 
-    def work(item: _Plan) -> tuple[_Plan, bytes | None, str | None]:
+    def rekey_one(relative: str) -> tuple[bytes | None, str | None]:
         try:
-            return item, _rekey_one(item, identities), None
+            return _rekey_one(plans[relative], identities), None
         except (SopsctlError, ValueError) as exc:  # MetadataError and the writer's checks are ValueErrors
-            return item, None, str(exc).replace("\n", "; ")
+            return None, str(exc).replace("\n", "; ")
 
-    if jobs > 1:
-        pool = ThreadPoolExecutor(jobs)
-        outcomes = pool.map(work, plans)
-    else:  # no thread hand-off for the common case
-        pool, outcomes = None, map(work, plans)
-    try:
-        for item, data, error in outcomes:
-            if error is not None:
-                report.failed.append((item.path, error))
-            else:
-                writer.add(root / item.path, data)  # type: ignore[arg-type]
-                results.append(item.path)
-            if progress:
-                progress(1)
-    finally:
-        if pool is not None:
-            pool.shutdown()
-    report.changed, not_written = finish_results(root, writer, results)
-    report.failed = sorted(report.failed + not_written)
+    report.changed, failed = rewrite_batch(root, list(plans), rekey_one, workers=jobs, progress=progress)
+    report.failed = sorted(report.failed + failed)
     return report
 
 
+def rewrite_batch(root: Path, relatives: Sequence[str], compute: Callable[[str], tuple[bytes | None, str | None]],
+                  *, workers: int | None = None, progress: Callable[[int], None] | None = None,
+                  ) -> tuple[list[str], list[tuple[str, str]]]:
+    """Give each file the bytes `compute` returns for it, all in one batch: (paths written, (path, reason) not).
+
+    `compute(relative)` gives (new bytes, None) or (None, the one-line reason it is not done). It runs on
+    every core (workers.fork_map), and each result is staged as a temp file by the process that computed
+    it; the sync and the renames are this process's, after every file is staged (fsutil.BatchWriter).
+    """
+    writer = BatchWriter()
+
+    def one(numbered: tuple[int, str]) -> tuple[str | None, str | None, bool]:
+        """(temp file, None, _) when done; (None, reason, whether staging it failed) when not."""
+        number, relative = numbered
+        data, reason = compute(relative)
+        if data is None:
+            return None, reason or "not done", False
+        try:
+            return writer.stage(root / relative, data, number), None, False
+        except OSError as exc:
+            return None, f"cannot write: {exc.strerror or exc}", True
+
+    failed: list[tuple[str, str]] = []
+    staged: list[str] = []
+    try:
+        for index, (temp, reason, not_staged) in fork_map(one, list(enumerate(relatives)), workers=workers):
+            relative = relatives[index]
+            if temp is not None:
+                writer.staged(root / relative, temp)
+                staged.append(relative)
+            elif not_staged:  # the batch stops: finish() reports every file of it as not written
+                writer.failed(root / relative, reason or "cannot write")
+                staged.append(relative)
+            else:
+                failed.append((relative, reason or "not done"))
+            if progress:
+                progress(1)
+    except BaseException:
+        writer.discard()  # interrupted: no target changes, no temp file stays
+        raise
+    written, not_written = finish_results(root, writer, staged)
+    return written, sorted(failed + not_written)
+
+
 def finish_results(root: Path, writer: BatchWriter, paths: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
-    """Finish a streamed batch (see fsutil.BatchWriter): (paths written, (path, reason) for each one not)."""
+    """Finish a staged batch (see fsutil.BatchWriter): (paths written, (path, reason) for each one not)."""
     done, failure = writer.finish()
     written = sorted(Path(p).relative_to(root).as_posix() for p in done)
     if failure is None:

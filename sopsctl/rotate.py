@@ -20,10 +20,10 @@ from typing import Any
 
 from . import values as v
 from .datakey import DATA_KEY_BYTES, DataKeyError, Recovered, go_rfc3339, recover, rewrap
+from .engine import RuleMatcher
 from .errors import SopsctlError
-from .fsutil import BatchWriter
 from .model import CreationRule, FileKey, SopsMetadata
-from .rekey import finish_results, governed_files, rule_threshold, target_groups
+from .rekey import governed_file, rewrite_batch, rule_threshold, target_groups
 
 # A token as sops writes it: standard base64 parts, a lower-case type; bytes so any encoding works.
 _TOKEN = re.compile(rb"ENC\[AES256_GCM,data:([A-Za-z0-9+/=]+),iv:([A-Za-z0-9+/=]+),tag:([A-Za-z0-9+/=]+),"
@@ -268,23 +268,7 @@ def _reencrypt(text: str, position: int, old_key: bytes, new_key: bytes, encrypt
 # --- the batch ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Plan:
-    path: str
-    fmt: str
-    data: bytes
-    groups: tuple[tuple[FileKey, ...], ...]
-    threshold: int | None
-    metadata: SopsMetadata | None = None  # as read while planning: not read again
-
-
-def plan(root: Path, relatives: Sequence[str], rules: Sequence[CreationRule], report: RotateReport,
-         overrides: Mapping[str, CreationRule | str] | None = None) -> list[_Plan]:
-    """Read each file and find the recipients its rule names; unreadable, plain or uncovered files fail."""
-    return [_Plan(relative, fmt, data, target_groups(metadata, rule), rule_threshold(rule), metadata)
-            for relative, fmt, data, metadata, rule in governed_files(
-                root, relatives, rules, lambda path, why: report.failed.append((path, why)),
-                plain="not SOPS-encrypted: it has no sops metadata, so nothing to rotate", overrides=overrides)]
+_NOT_ENCRYPTED = "not SOPS-encrypted: it has no sops metadata, so nothing to rotate"
 
 
 def run(root: Path, relatives: Sequence[str], rules: Sequence[CreationRule], identities: Any, *,
@@ -292,22 +276,23 @@ def run(root: Path, relatives: Sequence[str], rules: Sequence[CreationRule], ide
         overrides: Mapping[str, CreationRule | str] | None = None) -> RotateReport:
     """Rotate every file (each checked before and after); write those that succeeded in one batch.
 
-    `overrides` gives the rule of files `.sops.yaml` does not govern (clan secrets: their links)."""
-    report = RotateReport()
-    plans = plan(root, relatives, rules, report, overrides)
-    writer = BatchWriter(len(plans))  # temp files are written (by a child) while the next files rotate
-    results: list[str] = []
-    for item in plans:
+    The files are read and rotated on every core (rekey.rewrite_batch: rotation is CPU work); the
+    sync and every rename are this process's. `overrides` gives the rule of files `.sops.yaml` does
+    not govern (clan secrets: their links).
+    """
+    matcher = RuleMatcher(rules)
+
+    def rotate_one(relative: str) -> tuple[bytes | None, str | None]:
+        """(rotated bytes, None), or (None, the one-line reason it is not rotated)."""
+        found = governed_file(root, relative, rules, matcher, _NOT_ENCRYPTED, overrides)
+        if found is None or isinstance(found, str):
+            return None, found or _NOT_ENCRYPTED
+        _, fmt, data, metadata, rule = found
         try:
-            rotated = rotate_bytes(item.data, item.fmt, identities, item.groups, item.threshold,
-                                   stamp=stamp, metadata=item.metadata)
+            return rotate_bytes(data, fmt, identities, target_groups(metadata, rule), rule_threshold(rule),
+                                stamp=stamp, metadata=metadata), None
         except (SopsctlError, DataKeyError, ValueError) as exc:
-            report.failed.append((item.path, str(exc).replace("\n", "; ")))
-        else:
-            writer.add(root / item.path, rotated)
-            results.append(item.path)
-        if progress:
-            progress(1)
-    report.rotated, not_written = finish_results(root, writer, results)
-    report.failed = sorted(report.failed + not_written)
-    return report
+            return None, str(exc).replace("\n", "; ")
+
+    rotated, failed = rewrite_batch(root, relatives, rotate_one, progress=progress)
+    return RotateReport(rotated, failed)

@@ -22,6 +22,7 @@ from sopsctl.formats import read_metadata
 from sopsctl.formats.write import list_change, replace_key_groups
 from sopsctl.formats.write_yaml import splice_yaml
 from sopsctl.model import FileKey
+from sopsctl.workers import fork_map
 
 from .formats.test_write import SOPS_FILES, _fake_blob, _fmt, _id
 
@@ -179,49 +180,57 @@ def test_a_rename_failing_in_a_big_batch_is_reported_exactly(tmp_path: Path, mon
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith(fsutil.TEMP_SUFFIX)]
 
 
-def _streamed(paths: list[Path], expected: int) -> fsutil.BatchWriter:
-    writer = fsutil.BatchWriter(expected)
-    for index, path in enumerate(paths):
-        writer.add(path, b"new %d" % index)
+def _staged_by_workers(paths: list[Path], workers: int = 2) -> fsutil.BatchWriter:
+    """A batch whose temp files are created by forked workers (as rekey/rotate do), recorded here."""
+    writer = fsutil.BatchWriter()
+
+    def stage(numbered: tuple[int, Path]) -> tuple[str | None, str | None, int]:
+        number, path = numbered
+        try:
+            return writer.stage(path, b"new %d" % number, number), None, os.getpid()
+        except OSError as exc:
+            return None, f"cannot write: {exc.strerror}", os.getpid()
+
+    stagers = set()
+    for index, (temp, reason, pid) in fork_map(stage, list(enumerate(paths)), workers=workers, minimum=1):
+        stagers.add(pid)
+        if temp is None:
+            writer.failed(paths[index], reason or "")
+        else:
+            writer.staged(paths[index], temp)
+    assert workers == 1 or len(stagers) == workers  # the path under test: temp files made by other processes
     return writer
 
 
-def test_a_streamed_batch_has_its_temp_files_written_by_a_child(tmp_path: Path) -> None:
+def test_a_batch_staged_by_workers_is_written_with_modes_kept_and_no_temp_left(tmp_path: Path) -> None:
     paths = _targets(tmp_path, 100)
-    writer = _streamed(paths, len(paths))
-    assert writer._child is not None  # the overlapped path is the one under test
-    done, failure = writer.finish()
-    assert failure is None and done == [str(p) for p in paths]
+    done, failure = _staged_by_workers(paths).finish()
+    assert failure is None and sorted(done) == sorted(str(p) for p in paths)
     for index, path in enumerate(paths):
         assert path.read_bytes() == b"new %d" % index and path.stat().st_mode & 0o777 == 0o640
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith(fsutil.TEMP_SUFFIX)]
 
 
-def test_a_temp_file_the_child_cannot_write_stops_the_batch_before_any_rename(tmp_path: Path) -> None:
+def test_a_temp_file_a_worker_cannot_write_stops_the_batch_before_any_rename(tmp_path: Path) -> None:
     paths = _targets(tmp_path, 100)
     paths[40] = tmp_path / "missing-folder" / "f40.yaml"
-    done, failure = _streamed(paths, len(paths)).finish()
+    done, failure = _staged_by_workers(paths).finish()
     assert done == [] and failure is not None and failure[0] == str(paths[40])
     assert all(p.read_bytes() == b"old %d" % i for i, p in enumerate(paths) if i != 40)
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith(fsutil.TEMP_SUFFIX)]
 
 
-def test_a_child_that_dies_leaves_every_file_old(tmp_path: Path) -> None:
-    import signal
-
+def test_a_discarded_batch_leaves_every_file_old_and_no_temp(tmp_path: Path) -> None:
     paths = _targets(tmp_path, 100)
-    writer = _streamed(paths[:50], len(paths))
-    assert writer._child is not None
-    os.kill(writer._child[0], signal.SIGKILL)
-    for index, path in enumerate(paths[50:], start=50):
-        writer.add(path, b"new %d" % index)
-    done, failure = writer.finish()
-    assert done == [] and failure is not None and "stopped" in failure[1]
+    writer = _staged_by_workers(paths)
+    assert [p for p in tmp_path.rglob("*") if p.name.endswith(fsutil.TEMP_SUFFIX)]  # staged: they exist
+    writer.discard()
+    assert writer.finish() == ([], None)
     assert all(p.read_bytes() == b"old %d" % i for i, p in enumerate(paths))
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith(fsutil.TEMP_SUFFIX)]
 
 
-def test_a_rename_failing_after_a_streamed_batch_is_reported_exactly(tmp_path: Path, monkeypatch) -> None:
+def test_a_rename_failing_after_a_staged_batch_is_reported_exactly(tmp_path: Path, monkeypatch) -> None:
     paths = _targets(tmp_path, 100)
     real = os.replace
 
@@ -230,8 +239,8 @@ def test_a_rename_failing_after_a_streamed_batch_is_reported_exactly(tmp_path: P
             raise OSError(errno.EIO, os.strerror(errno.EIO))
         return real(source, target)
 
-    writer = _streamed(paths, len(paths))
-    monkeypatch.setattr(fsutil.os, "replace", replace)  # renames happen in this process, after the child
+    writer = _staged_by_workers(paths)
+    monkeypatch.setattr(fsutil.os, "replace", replace)  # renames happen in this process, after the workers
     done, failure = writer.finish()
     monkeypatch.undo()
     assert failure is not None and failure[0] == str(paths[63])

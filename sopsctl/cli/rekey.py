@@ -13,7 +13,7 @@ IdentityOption = Annotated[list[Path] | None, typer.Option(
     "--identity", help="An age identity file or OpenSSH private key, besides the places sops looks (repeatable).")]
 
 
-def rekey_paths(repo, paths: list[str] | None, *, dry_run: bool = False, jobs: int = 1,  # type: ignore[no-untyped-def]
+def rekey_paths(repo, paths: list[str] | None, *, dry_run: bool = False, jobs: int | None = None,  # type: ignore[no-untyped-def]
                 identity_files: list[Path] | None = None, output_format: str = "text") -> int:
     """Re-key `paths` (default: every secrets file); print the report; return the exit code."""
     import os
@@ -54,7 +54,8 @@ def rekey_command(
     paths: Annotated[list[Path] | None, typer.Argument(help="Files or folders (default: settings.secrets_dirs).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would change (no private key needed); "
                                                              "exit 1 if anything would.")] = False,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, max=64, help="Files re-keyed at once.")] = 1,
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, max=64,
+                                             help="Processes re-keying (default: every core).")] = None,
     identity: IdentityOption = None,
     root: RootOption = None,
     policy: PolicyOption = None,

@@ -191,20 +191,26 @@ def fill(directory: Path, leave: int) -> None:
         handle.write(b"\0" * max(0, free - leave))
 
 
-@pytest.mark.parametrize(("command", "mount"), [("rekey", True), ("rotate", True), ("generate", True),
-                                               ("rotate", False)], ids=["rekey", "rotate", "generate", "rotate-fsize"])
+@pytest.mark.parametrize(("command", "mount", "bulk"), [
+    ("rekey", True, 0), ("rotate", True, 0), ("generate", True, 0), ("rotate", False, 0), ("rotate", True, 80),
+    ("rekey", True, 80)], ids=["rekey", "rotate", "generate", "rotate-fsize", "rotate-workers", "rekey-workers"])
 def test_a_full_disk_is_one_line_exit_3_and_every_file_old_or_new(rf: RekeyFleet, tmp_path: Path,
-                                                                  command: str, mount: bool) -> None:
-    """A tmpfs filled to the brim; where mount is refused (or for the last case), RLIMIT_FSIZE instead."""
+                                                                  command: str, mount: bool, bulk: int) -> None:
+    """A tmpfs filled to the brim; where mount is refused (or for the last case), RLIMIT_FSIZE instead.
+
+    With `bulk` more files the batch is done by forked workers (workers.FORK_MINIMUM), which stage the
+    temp files themselves: a worker that hits the full disk must stop the whole batch the same way."""
     mountpoint = tmp_path / "disk"
     with small_disk(mountpoint, 4096, mount) as how:
+        if bulk:
+            add_bulk(rf, bulk)
         fleet = rf.copy(mountpoint / "f")
         stale = fleet.read(".sops.yaml")
         if command != "rotate":  # something to do: the new host changes recipients and the config
             expect(host_add(fleet), 0, "host add")
         if command == "generate":
             (fleet.root / ".sops.yaml").write_bytes(stale)
-        files = [".sops.yaml", *(s.path for s in SECRETS)]
+        files = [".sops.yaml", *(s.path for s in SECRETS), *rf.bulk]
         old = {p: fleet.read(p) for p in files}
         args = {"rekey": ["rekey"], "rotate": ["rotate", "secrets"], "generate": ["generate"]}[command]
         env = fleet.fleet.env(recovery(fleet))

@@ -1,0 +1,193 @@
+"""Per-file work on every core: forked workers compute results for shares of a batch; the caller keeps every write.
+
+A batch of rotations is CPU work in Python (parse, decrypt, re-encrypt, check) that one
+interpreter runs on one core. `fork_map` forks a worker per further core; each worker and
+the caller take chunks of the batch from one shared queue (a pipe of chunk numbers, so a
+slow share never holds the others up) and the workers send their results back through a
+pipe of their own. Workers only compute: they never write a file, and they die with the
+caller. A worker that fails for any reason costs nothing but time: whatever it did not
+send back is computed again in the caller, where an error surfaces exactly as it would
+without workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import select
+import signal
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+FORK_MINIMUM = 64  # items: below this, starting workers costs more than it saves
+_CHUNK = 8  # items taken at a time: few queue reads, and shares end within a few files of each other
+_QUEUE_ENTRIES = 4_096  # 4-byte chunk starts: 16 KiB, what any pipe holds (macOS starts at 16 KiB), so
+# the whole queue is written before a worker starts without ever blocking
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity, not the machine's count)."""
+    with contextlib.suppress(AttributeError, OSError):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def fork_map(function: Callable[[Item], Result], items: Sequence[Item], *, workers: int | None = None,
+             minimum: int = FORK_MINIMUM) -> Iterator[tuple[int, Result]]:
+    """(index, function(item)) for every item, in the order they are done.
+
+    `workers` is the number of processes working, the caller included (default: the cores
+    available). Results must pickle; `function` must not write files or hold locks the caller
+    needs (a worker is a fork: it shares the caller's memory, not its later changes). Without
+    fork, or for short batches, this is a plain loop in the caller.
+    """
+    count = len(items)
+    processes = min(workers or available_cores(), max(1, count // _CHUNK))
+    if processes < 2 or count < minimum or not hasattr(os, "fork"):
+        for index, item in enumerate(items):
+            yield index, function(item)
+        return
+    chunk = max(_CHUNK, -(-count // _QUEUE_ENTRIES))
+    queue_r, queue_w = os.pipe()
+    try:
+        # Every chunk start is in the pipe before anyone reads: a reader that finds it empty knows
+        # the batch is all taken (the write end is closed, so it reads end-of-file, never blocks).
+        write_all(queue_w, b"".join(start.to_bytes(4, "little") for start in range(0, count, chunk)))
+    finally:
+        os.close(queue_w)
+    pool = _Pool(function, items, chunk, queue_r)
+    try:
+        for _ in range(processes - 1):
+            pool.start_worker()
+        yield from pool.run()
+    finally:
+        pool.close()
+
+
+class _Pool:
+    """The caller's side of one fork_map: its workers' pipes, what has come back, and the clean-up."""
+
+    def __init__(self, function: Callable[[Item], Result], items: Sequence[Item], chunk: int, queue: int) -> None:
+        self.function, self.items, self.chunk, self.queue = function, items, chunk, queue
+        self.workers: dict[int, int] = {}  # result pipe -> pid
+        self.buffers: dict[int, bytearray] = {}
+        self.received: set[int] = set()
+
+    def start_worker(self) -> None:
+        results_r, results_w = os.pipe()
+        parent = os.getpid()
+        try:
+            pid = os.fork()
+        except OSError:  # no process to spare: the others (and the caller) do its share
+            os.close(results_r)
+            os.close(results_w)
+            return
+        if pid == 0:
+            code = 1
+            try:
+                os.close(results_r)
+                for other in self.workers:  # the read ends of earlier workers' pipes are not ours
+                    os.close(other)
+                die_with_parent(parent)
+                self._work(results_w)
+                code = 0
+            finally:
+                os._exit(code)  # never the caller's exit handlers, buffered output or finally blocks
+        os.close(results_w)
+        os.set_blocking(results_r, False)
+        self.workers[results_r] = pid
+        self.buffers[results_r] = bytearray()
+
+    def _work(self, results: int) -> None:
+        """A worker's loop: take chunks until the queue is empty, send back each (index, result)."""
+        for index in self._taken():
+            message = pickle.dumps((index, self.function(self.items[index])), pickle.HIGHEST_PROTOCOL)
+            write_all(results, len(message).to_bytes(4, "little") + message)
+
+    def _taken(self) -> Iterator[int]:
+        """The indexes of each chunk this process takes from the shared queue (4-byte reads are atomic)."""
+        while True:
+            head = os.read(self.queue, 4)
+            if len(head) < 4:
+                return
+            start = int.from_bytes(head, "little")
+            yield from range(start, min(start + self.chunk, len(self.items)))
+
+    def run(self) -> Iterator[tuple[int, Result]]:
+        for index in self._taken():  # the caller works too, and collects between its own items
+            self.received.add(index)
+            yield index, self.function(self.items[index])
+            yield from self._collect(wait=False)
+        while self.workers:
+            yield from self._collect(wait=True)
+        for index in range(len(self.items)):  # whatever a failed worker took and did not send back
+            if index not in self.received:
+                yield index, self.function(self.items[index])
+
+    def _collect(self, *, wait: bool) -> Iterator[tuple[int, Result]]:
+        """Results that have arrived (with `wait`, at least one pipe's worth, or a worker's end)."""
+        ready = list(self.workers)
+        if wait:
+            ready, _, _ = select.select(ready, [], [])
+        for fd in ready:
+            ended = False
+            while True:
+                try:
+                    data = os.read(fd, 1 << 20)
+                except BlockingIOError:
+                    break
+                if not data:
+                    ended = True
+                    break
+                self.buffers[fd] += data
+            yield from self._messages(fd)
+            if ended:
+                self._reap(fd)
+
+    def _messages(self, fd: int) -> Iterator[tuple[int, Result]]:
+        buffer = self.buffers[fd]
+        offset = 0
+        while len(buffer) - offset >= 4:
+            size = int.from_bytes(buffer[offset:offset + 4], "little")
+            if len(buffer) - offset - 4 < size:
+                break
+            index, result = pickle.loads(buffer[offset + 4:offset + 4 + size])
+            offset += 4 + size
+            self.received.add(index)
+            yield index, result
+        del buffer[:offset]
+
+    def _reap(self, fd: int) -> None:
+        pid = self.workers.pop(fd)
+        self.buffers.pop(fd)  # a partial message from a worker that died mid-write is dropped
+        os.close(fd)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+
+    def close(self) -> None:
+        """Stop and reap every worker still running (the caller stopped early, or failed)."""
+        for fd, pid in list(self.workers.items()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            self._reap(fd)
+        os.close(self.queue)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def die_with_parent(parent: int) -> None:
+    """A child dies with its parent (Linux): an orphan would keep the repository lock it inherited."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before that took effect
+        os._exit(1)
