@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import random
+import time
 from pathlib import Path
 
 import pytest
@@ -186,6 +187,7 @@ def _staged_by_workers(paths: list[Path], workers: int = 2) -> fsutil.BatchWrite
 
     def stage(numbered: tuple[int, Path]) -> tuple[str | None, str | None, int]:
         number, path = numbered
+        time.sleep(0.001)  # so a worker starting late on a loaded machine still stages a share
         try:
             return writer.stage(path, b"new %d" % number, number), None, os.getpid()
         except OSError as exc:
