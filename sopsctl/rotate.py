@@ -165,8 +165,8 @@ def rotate_bytes(data: bytes, fmt: str, identities: Any, groups: Sequence[Sequen
     new_stamp = stamp or now_stamp()
     old_aad = go_rfc3339(str(metadata.lastmodified))
     assert old_aad is not None
-    digest = v.decrypt_value(old.key, v.parse_enc(metadata.mac), old_aad)
     mac_enc = v.parse_enc(metadata.mac)
+    digest = v.decrypt_value(old.key, mac_enc, old_aad)
     new_mac = v.encrypt_value(new_key, digest, new_stamp, "str", iv=mac_enc.iv)
 
     matches = list(_TOKEN.finditer(data))
