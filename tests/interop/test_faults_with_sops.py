@@ -132,7 +132,7 @@ def test_sigkill_during_host_add_leaves_policy_and_config_old_or_new_and_a_rerun
 
 
 def test_sigkill_during_a_rotate_batch_leaves_each_file_old_or_new(rf: RekeyFleet) -> None:
-    add_bulk(rf, 60)
+    add_bulk(rf, 70)  # past workers.FORK_MINIMUM: forked workers stage the temp files
     paths = [s.path for s in SECRETS if s.klass in ("shared", "vault")] + rf.bulk
     old = {p: rf.read(p) for p in paths}
     env = rf.fleet.env(recovery(rf))
