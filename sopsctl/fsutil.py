@@ -113,25 +113,6 @@ def find_root(start: Path, explicit: Path | None = None) -> Path:
     raise RootNotFoundError.from_start(str(start))
 
 
-def write_batch(items: list[tuple[Path, bytes]]) -> tuple[list[str], tuple[str, str] | None]:
-    """Replace many files, each atomically, with one sync for the batch instead of one per file.
-
-    All new contents go to temp files beside their targets (mode 0600 until written, then the
-    target's), one `os.sync()` makes them durable, then each is renamed over its target (modes
-    kept) and the directories are synced. A failure stops the batch: no rename starts after it,
-    so every file is either new (renamed) or untouched (its temp file is removed). Returns the
-    paths written, in batch order, and, on failure, (path, reason).
-
-    The renames run on a few threads: a rename waits on the filesystem journal, not the CPU, and
-    on a busy disk one rename after the other costs up to milliseconds each (ext4: 0.08 ms idle,
-    3 ms while other processes write), while concurrent ones share journal commits.
-    """
-    writer = BatchWriter()
-    for path, data in items:
-        writer.add(path, data)
-    return writer.finish()
-
-
 def _write_temp(path: Path, data: bytes, tmp_name: str) -> str:
     """`data` in a new temp file (0600 while written, then the target's mode); the name actually used."""
     try:
@@ -158,15 +139,22 @@ def _write_temp(path: Path, data: bytes, tmp_name: str) -> str:
 
 
 class BatchWriter:
-    """write_batch for results that come one by one, or are computed in other processes.
+    """Replace many files, each atomically, with one sync for the batch instead of one per file.
 
-    Each new content is staged in a temp file beside its target, then `finish` makes them all
-    durable with one sync and renames each over its target. `stage` only creates a temp file, so
+    Each new content is staged in a temp file beside its target (mode 0600 until written, then the
+    target's); `finish` makes them all durable with one `os.sync()`, renames each over its target
+    and syncs the directories. A failure stops the batch: no rename starts after it, so every file
+    is either new (renamed) or untouched (its temp file is removed), and `finish` names the paths
+    written and the first failure. The renames run on a few threads: a rename waits on the
+    filesystem journal, not the CPU (ext4: 0.08 ms idle, 3 ms while other processes write), and
+    concurrent ones share journal commits.
+
+    `stage` only creates a temp file, so
     the process that computed a result can stage it (workers.fork_map: creating a file is kernel
     CPU, 0.04-0.25 ms on this ext4, which then runs on that worker's core instead of queueing
     behind the caller); `staged` records it here. The sync and every rename stay in the caller,
-    after all temp files exist, so the guarantees are write_batch's: a recorded failure means no
-    rename starts and every temp file is removed.
+    after all temp files exist: a recorded failure means no rename starts and every temp file is
+    removed.
     """
 
     def __init__(self) -> None:

@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from . import values as v
+from .batch import governed_file, rewrite_batch
 from .datakey import DATA_KEY_BYTES, DataKeyError, Recovered, go_rfc3339, recover, rewrap
 from .engine import RuleMatcher
 from .errors import SopsctlError
 from .model import CreationRule, FileKey, SopsMetadata
-from .rekey import governed_file, rewrite_batch, rule_threshold, target_groups
+from .rekey import rule_threshold, target_groups
 
 # A token as sops writes it: standard base64 parts, a lower-case type; bytes so any encoding works.
 _TOKEN = re.compile(rb"ENC\[AES256_GCM,data:([A-Za-z0-9+/=]+),iv:([A-Za-z0-9+/=]+),tag:([A-Za-z0-9+/=]+),"
@@ -276,7 +277,7 @@ def run(root: Path, relatives: Sequence[str], rules: Sequence[CreationRule], ide
         overrides: Mapping[str, CreationRule | str] | None = None) -> RotateReport:
     """Rotate every file (each checked before and after); write those that succeeded in one batch.
 
-    The files are read and rotated on every core (rekey.rewrite_batch: rotation is CPU work); the
+    The files are read and rotated on every core (batch.rewrite_batch: rotation is CPU work); the
     sync and every rename are this process's. `overrides` gives the rule of files `.sops.yaml` does
     not govern (clan secrets: their links).
     """

@@ -149,9 +149,17 @@ def _targets(tmp_path: Path, count: int) -> list[Path]:
     return paths
 
 
+def _batch(paths: list[Path]) -> tuple[list[str], tuple[str, str] | None]:
+    """Stage `new N` for each path in this process, then finish the batch."""
+    writer = fsutil.BatchWriter()
+    for index, path in enumerate(paths):
+        writer.add(path, b"new %d" % index)
+    return writer.finish()
+
+
 def test_a_big_batch_is_written_with_modes_kept_and_no_temp_left(tmp_path: Path) -> None:
     paths = _targets(tmp_path, 100)
-    done, failure = fsutil.write_batch([(p, b"new %d" % i) for i, p in enumerate(paths)])
+    done, failure = _batch(paths)
     assert failure is None and done == [str(p) for p in paths]
     for index, path in enumerate(paths):
         assert path.read_bytes() == b"new %d" % index and path.stat().st_mode & 0o777 == 0o640
@@ -171,7 +179,7 @@ def test_a_rename_failing_in_a_big_batch_is_reported_exactly(tmp_path: Path, mon
         return real(source, target)
 
     monkeypatch.setattr(fsutil.os, "replace", replace)
-    done, failure = fsutil.write_batch([(p, b"new %d" % i) for i, p in enumerate(paths)])
+    done, failure = _batch(paths)
     monkeypatch.undo()
     assert failure is not None and failure[0] == str(paths[fail_at - 1]) and "No space" in failure[1]
     new = {str(p) for i, p in enumerate(paths) if p.read_bytes() == b"new %d" % i}

@@ -662,9 +662,9 @@ def test_sigkill_at_random_moments_leaves_each_file_old_or_new(rf: RekeyFleet, t
 
 
 def test_temp_files_a_killed_run_left_are_not_taken_for_secrets(rf: RekeyFleet) -> None:
-    """A SIGKILL between write_batch's temp writes and its renames leaves `.NAME.XXXX.sopsctl-tmp` files."""
+    """A SIGKILL between a batch's temp writes and its renames leaves `.NAME.XXXX.sopsctl-tmp` files."""
     expect(host_add(rf), 0, "host add (no --rekey)")
-    leftovers = {  # named as fsutil.write_batch names them; one torn mid-write, one whole
+    leftovers = {  # named as fsutil.BatchWriter names them; one torn mid-write, one whole
         "secrets/shared/.api.json.k9x2m1qz.sopsctl-tmp": rf.read("secrets/shared/api.json")[:-40],
         "secrets/shared/.tls.key.0d7fq3wa.sopsctl-tmp": rf.read("secrets/shared/tls.key"),
     }
