@@ -94,8 +94,8 @@ def rewrite_batch(root: Path, relatives: Sequence[str], compute: Callable[[str],
                 failed.append((relative, reason or "not done"))
             if progress:
                 progress(1)
-    except BaseException:
-        writer.discard()  # interrupted: no target changes, no temp file stays
+    except BaseException:  # interrupted: no target changes, no temp file stays (a worker's unread ones too)
+        writer.discard((root / relative, number) for number, relative in enumerate(relatives))
         raise
     written, not_written = _finish(root, writer, staged)
     return written, sorted(failed + not_written)

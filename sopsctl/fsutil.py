@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from .errors import InputError, RootNotFoundError
@@ -119,10 +120,19 @@ def _write_temp(path: Path, data: bytes, tmp_name: str) -> str:
         mode = os.stat(path).st_mode & 0o7777
     except FileNotFoundError:
         mode = 0o644
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
     try:
-        fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    except FileExistsError:  # a name left by another run: let mkstemp find a free one
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+        fd = os.open(tmp_name, flags, 0o600)
+    except FileExistsError:
+        # The name holds this batch's random token: a worker that died after creating it left it (the
+        # file is done again here). Removed, never written through (it could be a link); should it
+        # reappear, mkstemp finds a free name.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        try:
+            fd = os.open(tmp_name, flags, 0o600)
+        except FileExistsError:
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         try:
             view = memoryview(data)
@@ -168,7 +178,10 @@ class BatchWriter:
         """`data` in a new temp file for `path` (number: unique in the batch); its name. Raises OSError.
 
         Safe in a forked worker: it reads nothing of this writer but its token."""
-        return _write_temp(path, data, os.path.join(path.parent, f".{path.name}.{self._token}{number:x}{TEMP_SUFFIX}"))
+        return _write_temp(path, data, self._temp_name(path, number))
+
+    def _temp_name(self, path: Path, number: int) -> str:
+        return os.path.join(path.parent, f".{path.name}.{self._token}{number:x}{TEMP_SUFFIX}")
 
     def staged(self, path: Path, temp: str) -> None:
         self._staged.append((temp, path))
@@ -187,11 +200,17 @@ class BatchWriter:
         except OSError as exc:
             self.failed(path, f"cannot write: {exc.strerror or exc}")
 
-    def discard(self) -> None:
-        """Remove every staged temp file (the batch is abandoned): no target changes."""
+    def discard(self, numbered: Iterable[tuple[Path, int]] = ()) -> None:
+        """Remove every staged temp file (the batch is abandoned): no target changes.
+
+        `numbered`: every (path, number) that may have been staged without being recorded yet (a
+        worker's result still in its pipe when the batch stopped); their temp files go too."""
         for tmp, _ in self._staged:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+        for path, number in numbered:
+            with contextlib.suppress(OSError):
+                os.unlink(self._temp_name(path, number))
         self._staged = []
 
     def finish(self) -> tuple[list[str], tuple[str, str] | None]:
