@@ -282,6 +282,7 @@ def run(root: Path, relatives: Sequence[str], rules: Sequence[CreationRule], ide
     not govern (clan secrets: their links).
     """
     matcher = RuleMatcher(rules)
+    stamp = stamp or now_stamp()  # one lastmodified for the batch: formatting it per file cost 10 µs each
 
     def rotate_one(relative: str) -> tuple[bytes | None, str | None]:
         """(rotated bytes, None), or (None, the one-line reason it is not rotated)."""
