@@ -239,3 +239,45 @@ def test_a_full_disk_is_one_line_exit_3_and_every_file_old_or_new(rf: RekeyFleet
             assert decrypts(fleet, secret.path, [R])
         shutil.rmtree(fleet.root, ignore_errors=True)
     assert REKEYED  # the fleet has files to re-key at all
+
+
+# -- Ctrl-C ---------------------------------------------------------------------------------------------
+
+
+def test_ctrl_c_during_a_rotate_batch_on_workers_changes_nothing_and_leaves_no_process(rf: RekeyFleet) -> None:
+    """SIGINT to the whole process group (a terminal's Ctrl-C) while the workers rotate: the batch is
+    abandoned before any rename, so every file is old, no temp file stays and no worker outlives it."""
+    add_bulk(rf, 90)  # past workers.FORK_MINIMUM
+    paths = [s.path for s in SECRETS if s.klass in ("shared", "vault")] + rf.bulk
+    old = {p: rf.read(p) for p in paths}
+    env = rf.fleet.env(recovery(rf))
+    command = cli(rf.root, "rotate", *paths)
+    watch = sorted({(rf.root / p).parent for p in paths})
+    interrupted = 0
+    for moment in ("temps", "temps", "start"):
+        for path, data in old.items():
+            (rf.root / path).write_bytes(data)
+        process = subprocess.Popen(command, env=env, cwd=rf.root, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, start_new_session=True)
+        before = {e.path for d in watch for e in os.scandir(d)}
+        deadline = time.monotonic() + 60
+        while moment == "temps" and process.poll() is None and time.monotonic() < deadline:
+            if {e.path for d in watch for e in os.scandir(d)} - before:
+                break  # a worker or the caller has staged its first temp file
+            time.sleep(0.0005)
+        if moment == "start":
+            time.sleep(0.3)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+        assert "Traceback" not in stderr.decode(), stderr
+        if process.returncode == 0:
+            continue  # finished before the signal: then every file is new, which the run checked itself
+        interrupted += 1
+        assert process.returncode == 130, stderr
+        assert all(rf.read(p) == old[p] for p in paths), "a file changed although the batch was interrupted"
+        assert no_temp_files(rf.root) == []
+        time.sleep(0.1)
+        leftover = subprocess.run(["pgrep", "-s", str(process.pid)], capture_output=True, text=True).stdout
+        assert not leftover.strip(), f"processes of the interrupted run still alive: {leftover}"
+    assert interrupted, "no interrupt landed inside a run"
