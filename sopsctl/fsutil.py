@@ -191,15 +191,6 @@ class BatchWriter:
         if self._failure is None:
             self._failure = (str(path), reason)
 
-    def add(self, path: Path, data: bytes) -> None:
-        """Stage `data` for `path` in this process; a write error is recorded as the batch's failure."""
-        if self._failure is not None:
-            return
-        try:
-            self.staged(path, self.stage(path, data, len(self._staged)))
-        except OSError as exc:
-            self.failed(path, f"cannot write: {exc.strerror or exc}")
-
     def discard(self, numbered: Iterable[tuple[Path, int]] = ()) -> None:
         """Remove every staged temp file (the batch is abandoned): no target changes.
 
@@ -224,6 +215,8 @@ class BatchWriter:
         done: list[str] = []
         if failure is None and temps:
             done, failure = _rename_all(temps)
+        renamed = set(done)
+        self._staged = [(tmp, path) for tmp, path in temps if str(path) not in renamed]
         self.discard()  # what was not renamed (a failure stops the batch)
         _sync_dirs({path.parent for _, path in temps})
         return done, failure

@@ -153,7 +153,7 @@ def _batch(paths: list[Path]) -> tuple[list[str], tuple[str, str] | None]:
     """Stage `new N` for each path in this process, then finish the batch."""
     writer = fsutil.BatchWriter()
     for index, path in enumerate(paths):
-        writer.add(path, b"new %d" % index)
+        writer.staged(path, writer.stage(path, b"new %d" % index, index))
     return writer.finish()
 
 
