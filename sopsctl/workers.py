@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
-import select
+import selectors
 import signal
 from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
@@ -25,15 +25,24 @@ Result = TypeVar("Result")
 
 FORK_MINIMUM = 64  # items: below this, starting workers costs more than it saves
 _CHUNK = 8  # items taken at a time: few queue reads, and shares end within a few files of each other
-_QUEUE_ENTRIES = 4_096  # 4-byte chunk starts: 16 KiB, what any pipe holds (macOS starts at 16 KiB), so
-# the whole queue is written before a worker starts without ever blocking
+_QUEUE_ENTRIES = 1_024  # 4-byte chunk starts: 4 KiB, one page, the least a pipe holds (Linux gives a user
+# over its pipe quota one-page pipes), so the queue is written before a worker starts; the write does
+# not block even so, and whatever did not fit is done by the caller at the end
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def available_cores() -> int:
-    """The cores this process may run on (its affinity, not the machine's count)."""
+    """The cores this process may use: its affinity, capped by a cgroup v2 CPU quota (a container's
+    `--cpus`), not the host's count."""
+    cores = os.cpu_count() or 1
     with contextlib.suppress(AttributeError, OSError):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+        cores = len(os.sched_getaffinity(0))
+    with contextlib.suppress(OSError, ValueError):
+        with open("/sys/fs/cgroup/cpu.max") as limits:
+            quota, period = limits.read().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, -(-int(quota) // int(period))))
+    return cores
 
 
 def fork_map(function: Callable[[Item], Result], items: Sequence[Item], *, workers: int | None = None,
@@ -56,7 +65,11 @@ def fork_map(function: Callable[[Item], Result], items: Sequence[Item], *, worke
     try:
         # Every chunk start is in the pipe before anyone reads: a reader that finds it empty knows
         # the batch is all taken (the write end is closed, so it reads end-of-file, never blocks).
-        write_all(queue_w, b"".join(start.to_bytes(4, "little") for start in range(0, count, chunk)))
+        # Never blocking: starts that do not fit (or a cut entry) are never taken, so the caller's
+        # last pass does them.
+        os.set_blocking(queue_w, False)
+        with contextlib.suppress(BlockingIOError):
+            os.write(queue_w, b"".join(start.to_bytes(4, "little") for start in range(0, count, chunk)))
     finally:
         os.close(queue_w)
     pool = _Pool(function, items, chunk, queue_r)
@@ -76,37 +89,47 @@ class _Pool:
         self.workers: dict[int, int] = {}  # result pipe -> pid
         self.buffers: dict[int, bytearray] = {}
         self.received: set[int] = set()
+        self.selector = selectors.DefaultSelector()  # epoll/kqueue: any descriptor number (select() stops at 1023)
 
     def start_worker(self) -> None:
         results_r, results_w = os.pipe()
         parent = os.getpid()
+        # Ctrl-C between the fork and the bookkeeping would leave a worker nobody stops (in the caller)
+        # or run the caller's clean-up in the worker: the stop signals wait until both sides are set.
+        masked = block_stop_signals()
         try:
             pid = os.fork()
         except OSError:  # no process to spare: the others (and the caller) do its share
+            unblock(masked)
             os.close(results_r)
             os.close(results_w)
             return
         if pid == 0:
             code = 1
             try:
+                unblock(masked)
                 os.close(results_r)
                 for other in self.workers:  # the read ends of earlier workers' pipes are not ours
                     os.close(other)
-                die_with_parent(parent)
+                _die_with_parent(parent)
                 self._work(results_w)
                 code = 0
             finally:
                 os._exit(code)  # never the caller's exit handlers, buffered output or finally blocks
-        os.close(results_w)
-        os.set_blocking(results_r, False)
-        self.workers[results_r] = pid
-        self.buffers[results_r] = bytearray()
+        try:
+            os.close(results_w)
+            os.set_blocking(results_r, False)
+            self.workers[results_r] = pid
+            self.buffers[results_r] = bytearray()
+            self.selector.register(results_r, selectors.EVENT_READ)
+        finally:
+            unblock(masked)
 
     def _work(self, results: int) -> None:
         """A worker's loop: take chunks until the queue is empty, send back each (index, result)."""
         for index in self._taken():
             message = pickle.dumps((index, self.function(self.items[index])), pickle.HIGHEST_PROTOCOL)
-            write_all(results, len(message).to_bytes(4, "little") + message)
+            _write_all(results, len(message).to_bytes(4, "little") + message)
 
     def _taken(self) -> Iterator[int]:
         """The indexes of each chunk this process takes from the shared queue (4-byte reads are atomic)."""
@@ -130,9 +153,7 @@ class _Pool:
 
     def _collect(self, *, wait: bool) -> Iterator[tuple[int, Result]]:
         """Results that have arrived (with `wait`, at least one pipe's worth, or a worker's end)."""
-        ready = list(self.workers)
-        if wait:
-            ready, _, _ = select.select(ready, [], [])
+        ready = [key.fd for key, _ in self.selector.select()] if wait else list(self.workers)
         for fd in ready:
             ended = False
             while True:
@@ -164,6 +185,7 @@ class _Pool:
     def _reap(self, fd: int) -> None:
         pid = self.workers.pop(fd)
         self.buffers.pop(fd)  # a partial message from a worker that died mid-write is dropped
+        self.selector.unregister(fd)
         os.close(fd)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)
@@ -174,16 +196,31 @@ class _Pool:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             self._reap(fd)
+        self.selector.close()
         os.close(self.queue)
 
 
-def write_all(fd: int, data: bytes) -> None:
+def block_stop_signals() -> set[signal.Signals] | None:
+    """Hold Ctrl-C (SIGINT) and SIGTERM pending in this thread (and threads it starts); the mask to
+    give `unblock` (None where signal masks do not exist)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        return None
+    return signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+
+
+def unblock(previous: set[signal.Signals] | None) -> None:
+    """Restore the mask block_stop_signals changed: a signal that came meanwhile is delivered now."""
+    if previous is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
 
 
-def die_with_parent(parent: int) -> None:
+def _die_with_parent(parent: int) -> None:
     """A child dies with its parent (Linux): an orphan would keep the repository lock it inherited."""
     with contextlib.suppress(OSError, AttributeError):
         import ctypes

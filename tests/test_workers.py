@@ -146,3 +146,73 @@ def test_workers_die_with_a_killed_caller(tmp_path: Path) -> None:
             and "Z" not in Path(f"/proc/{worker}/stat").read_text().split()[2]:
         time.sleep(0.02)
     assert not Path(f"/proc/{worker}").exists() or "Z" in Path(f"/proc/{worker}/stat").read_text().split()[2]
+
+
+def _with_alarm(seconds: int):  # type: ignore[no-untyped-def]
+    """A test that would hang fails instead (SIGALRM raises in the main thread)."""
+    def expired(*_: object) -> None:
+        raise TimeoutError("fork_map hung")
+
+    signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+
+
+@pytest.mark.skipif(not LINUX, reason="F_SETPIPE_SZ is Linux's")
+@pytest.mark.parametrize("entries", [workers._QUEUE_ENTRIES, 100_000])
+def test_one_page_pipes_neither_hang_nor_lose_an_item(monkeypatch: pytest.MonkeyPatch, entries: int) -> None:
+    """A user over the pipe quota gets one-page pipes: the queue never blocks, and chunk starts that
+    do not fit (100,000 entries allowed: far more than a page) are done by the caller at the end."""
+    import fcntl
+
+    real_pipe = os.pipe
+
+    def small_pipe() -> tuple[int, int]:
+        read, write = real_pipe()
+        fcntl.fcntl(write, 1031, 4096)  # F_SETPIPE_SZ
+        return read, write
+
+    monkeypatch.setattr(workers.os, "pipe", small_pipe)
+    monkeypatch.setattr(workers, "_QUEUE_ENTRIES", entries)
+    _with_alarm(60)
+    try:
+        indexes = [index for index, _ in fork_map(abs, list(range(30_000)), workers=2)]
+    finally:
+        signal.alarm(0)
+    assert sorted(indexes) == list(range(30_000))
+
+
+def test_descriptors_past_1023_are_fine() -> None:
+    """select() stops at descriptor 1023; a caller with many files open still gets its results."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1_200:
+        pytest.skip("cannot open 1,100 descriptors here")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1_200), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1_100)]
+    try:
+        results = dict(fork_map(_busy, list(range(200)), workers=2))
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert {i: square for i, (square, _) in results.items()} == {i: i * i for i in range(200)}
+
+
+def test_ctrl_c_just_after_a_fork_leaves_no_worker_behind(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGINT between fork() and the caller's bookkeeping is held until the worker is known, so the
+    clean-up stops it; without that the worker would run on, unknown to anyone."""
+    real_fork = os.fork
+
+    def fork_then_ctrl_c() -> int:
+        pid = real_fork()
+        if pid:
+            os.kill(os.getpid(), signal.SIGINT)  # lands in the window
+        return pid
+
+    monkeypatch.setattr(workers.os, "fork", fork_then_ctrl_c)
+    before = _children()
+    with pytest.raises(KeyboardInterrupt):
+        list(fork_map(_slow, list(range(400)), workers=2))
+    time.sleep(0.05)
+    assert _children() <= before
