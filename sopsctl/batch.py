@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -82,22 +83,26 @@ def rewrite_batch(root: Path, relatives: Sequence[str], compute: Callable[[str],
     failed: list[tuple[str, str]] = []
     staged: list[str] = []
     try:
-        for index, (temp, reason, not_staged) in fork_map(one, list(enumerate(relatives)), workers=workers):
-            relative = relatives[index]
-            if temp is not None:
-                writer.staged(root / relative, temp)
-                staged.append(relative)
-            elif not_staged:  # the batch stops: finish() reports every file of it as not written
-                writer.failed(root / relative, reason or "cannot write")
-                staged.append(relative)
-            else:
-                failed.append((relative, reason or "not done"))
-            if progress:
-                progress(1)
-    except BaseException:  # interrupted: no target changes, no temp file stays (a worker's unread ones too)
-        writer.discard((root / relative, number) for number, relative in enumerate(relatives))
+        # closing(): the workers are stopped before the clean-up below, whatever ends the loop
+        with contextlib.closing(fork_map(one, list(enumerate(relatives)), workers=workers)) as results:
+            for index, (temp, reason, not_staged) in results:
+                relative = relatives[index]
+                if temp is not None:
+                    writer.staged(root / relative, temp)
+                    staged.append(relative)
+                elif not_staged:  # the batch stops: finish() reports every file of it as not written
+                    writer.failed(root / relative, reason or "cannot write")
+                    staged.append(relative)
+                else:
+                    failed.append((relative, reason or "not done"))
+                if progress:
+                    progress(1)
+        written, not_written = _finish(root, writer, staged)
+    except BaseException:  # interrupted: no target changes that were not finished
+        writer.discard()
         raise
-    written, not_written = _finish(root, writer, staged)
+    finally:  # temp files workers made and never reported (a worker that died, a batch stopped early)
+        writer.sweep((root / relative).parent for relative in relatives)
     return written, sorted(failed + not_written)
 
 

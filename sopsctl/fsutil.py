@@ -131,8 +131,9 @@ def _write_temp(path: Path, data: bytes, tmp_name: str) -> str:
             os.unlink(tmp_name)
         try:
             fd = os.open(tmp_name, flags, 0o600)
-        except FileExistsError:
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+        except FileExistsError:  # the name keeps its batch token, so BatchWriter.sweep finds it too
+            prefix = os.path.basename(tmp_name).removesuffix(TEMP_SUFFIX) + "-"
+            fd, tmp_name = tempfile.mkstemp(prefix=prefix, suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         try:
             view = memoryview(data)
@@ -191,34 +192,50 @@ class BatchWriter:
         if self._failure is None:
             self._failure = (str(path), reason)
 
-    def discard(self, numbered: Iterable[tuple[Path, int]] = ()) -> None:
-        """Remove every staged temp file (the batch is abandoned): no target changes.
-
-        `numbered`: every (path, number) that may have been staged without being recorded yet (a
-        worker's result still in its pipe when the batch stopped); their temp files go too."""
+    def discard(self) -> None:
+        """Remove every recorded temp file (the batch is abandoned): no target changes."""
         for tmp, _ in self._staged:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-        for path, number in numbered:
-            with contextlib.suppress(OSError):
-                os.unlink(self._temp_name(path, number))
         self._staged = []
 
+    def sweep(self, directories: Iterable[Path]) -> None:
+        """Remove every temp file of this batch in `directories`, recorded or not: one a worker staged
+        and never reported (it died, or the batch stopped with its result unread). They carry the
+        batch's random token, so nothing else is touched."""
+        marker = f".{self._token}"
+        for directory in set(directories):
+            with contextlib.suppress(OSError), os.scandir(directory) as entries:
+                for entry in entries:
+                    if entry.name.startswith(".") and entry.name.endswith(TEMP_SUFFIX) and marker in entry.name:
+                        with contextlib.suppress(OSError):
+                            os.unlink(entry.path)
+
     def finish(self) -> tuple[list[str], tuple[str, str] | None]:
-        """Sync and rename: (targets written, in the order staged; (path, reason) of the first failure)."""
+        """Sync and rename: (targets written, in the order staged; (path, reason) of the first failure).
+
+        Ctrl-C (SIGINT) and SIGTERM wait until the renames and the clean-up are done: a batch is
+        interrupted before its renames (nothing changes) or after them, never half-renamed by a key
+        press. Temp files not renamed are removed whatever happens."""
+        from .workers import block_stop_signals, unblock
+
         temps, failure = self._staged, self._failure
-        if failure is None and temps:
-            try:
-                os.sync()
-            except OSError as exc:
-                failure = (str(temps[-1][1]), f"cannot write: {exc.strerror or exc}")
         done: list[str] = []
-        if failure is None and temps:
-            done, failure = _rename_all(temps)
-        renamed = set(done)
-        self._staged = [(tmp, path) for tmp, path in temps if str(path) not in renamed]
-        self.discard()  # what was not renamed (a failure stops the batch)
-        _sync_dirs({path.parent for _, path in temps})
+        masked = block_stop_signals()
+        try:
+            if failure is None and temps:
+                try:
+                    os.sync()
+                except OSError as exc:
+                    failure = (str(temps[-1][1]), f"cannot write: {exc.strerror or exc}")
+            if failure is None and temps:
+                done, failure = _rename_all(temps)
+        finally:
+            renamed = set(done)
+            self._staged = [(tmp, path) for tmp, path in temps if str(path) not in renamed]
+            self.discard()  # what was not renamed (a failure stops the batch)
+            _sync_dirs({path.parent for _, path in temps})
+            unblock(masked)  # a Ctrl-C pressed meanwhile is raised here, once every file is old or new
         return done, failure
 
 

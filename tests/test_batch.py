@@ -108,3 +108,32 @@ def test_a_temp_file_left_by_a_dead_worker_is_replaced_not_left_beside(tmp_path:
     writer.staged(target, again)
     assert writer.finish() == ([str(target)], None)
     assert target.read_bytes() == b"from the caller" and not _temps(tmp_path)
+
+
+def test_a_temp_file_a_dying_worker_never_reported_is_swept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker stages a file and dies before saying so; the caller's redo of that file declines it.
+    The worker's temp file (named with the batch's token) is removed all the same."""
+    import os
+
+    relatives = _repo(tmp_path, 100)
+    caller, died = os.getpid(), tmp_path / "died"
+    real_stage = fsutil.BatchWriter.stage
+
+    def stage_then_die(self, path, data, number):  # type: ignore[no-untyped-def]
+        name = real_stage(self, path, data, number)
+        if os.getpid() != caller:
+            died.write_text(str(number))
+            os._exit(9)
+        return name
+
+    def compute(relative: str) -> tuple[bytes | None, str | None]:
+        if died.exists() and relative == relatives[int(died.read_text())]:
+            return None, "declined on the second try"
+        return _new(relative), None
+
+    monkeypatch.setattr(fsutil.BatchWriter, "stage", stage_then_die)
+    written, failed = rewrite_batch(tmp_path, relatives, compute, workers=2)
+    assert died.exists(), "the worker staged nothing: the case under test did not happen"
+    lost = relatives[int(died.read_text())]
+    assert failed == [(lost, "declined on the second try")] and lost not in written
+    assert not _temps(tmp_path)

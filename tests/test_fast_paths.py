@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import random
+import signal
 import time
 from pathlib import Path
 
@@ -149,12 +150,17 @@ def _targets(tmp_path: Path, count: int) -> list[Path]:
     return paths
 
 
-def _batch(paths: list[Path]) -> tuple[list[str], tuple[str, str] | None]:
-    """Stage `new N` for each path in this process, then finish the batch."""
+def _staged_here(paths: list[Path]) -> fsutil.BatchWriter:
+    """A batch with `new N` staged for each path, in this process."""
     writer = fsutil.BatchWriter()
     for index, path in enumerate(paths):
         writer.staged(path, writer.stage(path, b"new %d" % index, index))
-    return writer.finish()
+    return writer
+
+
+def _batch(paths: list[Path]) -> tuple[list[str], tuple[str, str] | None]:
+    """Stage `new N` for each path in this process, then finish the batch."""
+    return _staged_here(paths).finish()
 
 
 def test_a_big_batch_is_written_with_modes_kept_and_no_temp_left(tmp_path: Path) -> None:
@@ -306,3 +312,42 @@ def test_a_rotation_whose_result_does_not_read_back_is_refused(vectors: Path, mo
     with pytest.raises(rotate.RotateError, match="lastmodified or mac"):
         rotate.rotate_bytes(data, "yaml", ids)
     assert good != data
+
+
+def test_an_exception_during_the_renames_leaves_no_temp_file(tmp_path: Path, monkeypatch) -> None:
+    paths = _targets(tmp_path, 100)
+    real, calls = os.replace, []
+
+    def replace(source, target):  # type: ignore[no-untyped-def]
+        calls.append(target)
+        if len(calls) == 30:
+            raise MemoryError("as if the interpreter failed mid-batch")
+        return real(source, target)
+
+    writer = _staged_here(paths)
+    monkeypatch.setattr(fsutil.os, "replace", replace)
+    with pytest.raises(MemoryError):
+        writer.finish()
+    monkeypatch.undo()
+    assert all(p.read_bytes() in (b"new %d" % i, b"old %d" % i) for i, p in enumerate(paths))
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(fsutil.TEMP_SUFFIX)]
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="no signal masks here")
+def test_ctrl_c_during_sync_and_renames_waits_for_them(tmp_path: Path, monkeypatch) -> None:
+    """Ctrl-C pressed once the renames are under way is raised after the last one: every file is new,
+    no temp file stays; a batch is never left half-renamed by a key press."""
+    paths = _targets(tmp_path, 100)
+    real_sync = os.sync
+
+    def sync_then_ctrl_c() -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        real_sync()
+
+    writer = _staged_here(paths)
+    monkeypatch.setattr(fsutil.os, "sync", sync_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        writer.finish()
+    monkeypatch.undo()
+    assert all(p.read_bytes() == b"new %d" % i for i, p in enumerate(paths))
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(fsutil.TEMP_SUFFIX)]
