@@ -83,6 +83,17 @@ class _Collector:
         self.errors.append(f"{source}: {reason}")
 
 
+def batch_processes(identities: Any, wanted: int | None = None) -> int | None:
+    """How many processes a batch may unwrap with these identities: `wanted` (None: every core), or one
+    when an age plugin identity is among them. A plugin may ask a person or a device (a YubiKey's PIN
+    or touch); prompts from several processes at once would race for the terminal and the token."""
+    inner = getattr(identities, "identities", identities)
+    if not isinstance(inner, (list, tuple)):
+        inner = [inner] if inner is not None else []
+    plugin = getattr(pyrage.plugin, "IdentityPluginV1", ())
+    return 1 if any(isinstance(identity, plugin) for identity in inner) else wanted
+
+
 def _lines(text: str) -> list[str]:
     """Lines as Go's bufio.ScanLines cuts them: on \\n only, one trailing \\r dropped."""
     lines = text.split("\n")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .batch import governed_files, rewrite_batch
 from .errors import SopsctlError
+from .identities import batch_processes
 from .model import CreationRule, FileKey, RuleKey, SopsMetadata, normalize_recipient
 
 
@@ -102,6 +103,8 @@ def run(root: Path, relatives: Sequence[str], rules: Sequence[CreationRule], ide
     if dry_run:
         report.changed = list(plans)
         return report
+    if progress and len(relatives) > len(plans):
+        progress(len(relatives) - len(plans))  # unchanged, failed and plain files are done already
 
     def rekey_one(relative: str) -> tuple[bytes | None, str | None]:
         try:
@@ -109,6 +112,7 @@ def run(root: Path, relatives: Sequence[str], rules: Sequence[CreationRule], ide
         except (SopsctlError, ValueError) as exc:  # MetadataError and the writer's checks are ValueErrors
             return None, str(exc).replace("\n", "; ")
 
-    report.changed, failed = rewrite_batch(root, list(plans), rekey_one, workers=jobs, progress=progress)
+    report.changed, failed = rewrite_batch(root, list(plans), rekey_one, workers=batch_processes(identities, jobs),
+                                           progress=progress)
     report.failed = sorted(report.failed + failed)
     return report

@@ -23,6 +23,7 @@ from .batch import governed_file, rewrite_batch
 from .datakey import DATA_KEY_BYTES, DataKeyError, Recovered, go_rfc3339, recover, rewrap
 from .engine import RuleMatcher
 from .errors import SopsctlError
+from .identities import batch_processes
 from .model import CreationRule, FileKey, SopsMetadata
 from .rekey import rule_threshold, target_groups
 
@@ -296,5 +297,6 @@ def run(root: Path, relatives: Sequence[str], rules: Sequence[CreationRule], ide
         except (SopsctlError, DataKeyError, ValueError) as exc:
             return None, str(exc).replace("\n", "; ")
 
-    rotated, failed = rewrite_batch(root, relatives, rotate_one, progress=progress)
+    rotated, failed = rewrite_batch(root, relatives, rotate_one, workers=batch_processes(identities),
+                                    progress=progress)
     return RotateReport(rotated, failed)

@@ -183,6 +183,7 @@ def verify_paths(files: Iterable[tuple[str, Path]], identities: Any) -> list[tup
     """(display path, result) for each (display path, file), in order; the format comes from the name, as in
     sops. Files are verified on every core (workers.fork_map): decrypting every value is CPU work."""
     from .formats import detect_format
+    from .identities import batch_processes
     from .workers import fork_map
 
     items = list(files)
@@ -194,6 +195,6 @@ def verify_paths(files: Iterable[tuple[str, Path]], identities: Any) -> list[tup
         return VerifyResult(result.status, result.message, result.recipients_tried)
 
     results: list[VerifyResult | None] = [None] * len(items)
-    for index, result in fork_map(one, items):
+    for index, result in fork_map(one, items, workers=batch_processes(identities)):
         results[index] = result
     return [(shown, result) for (shown, _), result in zip(items, results, strict=True)]  # type: ignore[misc]

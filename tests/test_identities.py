@@ -399,6 +399,20 @@ def test_a_plugin_identity_with_its_plugin_on_path(home: Path, tmp_path: Path,
     result = load_identities({"SOPS_AGE_KEY": plugin_line}, home, system="linux")
     assert result.errors == () and len(result) == 1
     assert result.recipients() == ()
+    # A plugin may prompt (a YubiKey's PIN, a touch): batches then run in one process, whatever was asked.
+    from sopsctl.identities import batch_processes
+
+    assert batch_processes(result) == 1 and batch_processes(result, 4) == 1
+    with_key = load_identities({"SOPS_AGE_KEY": f"{plugin_line}\n{_secret_text()}"}, home, system="linux")
+    assert len(with_key) == 2 and batch_processes(with_key, 4) == 1
+    plain = load_identities({"SOPS_AGE_KEY": _secret_text()}, home, system="linux")
+    assert batch_processes(plain) is None and batch_processes(plain, 3) == 3
+
+
+def _secret_text() -> str:
+    import pyrage
+
+    return str(pyrage.x25519.Identity.generate())
 
 
 def test_identity_set_repr_hides_keys(vectors: Path, home: Path) -> None:
