@@ -67,7 +67,7 @@ def rewrite_batch(root: Path, relatives: Sequence[str], compute: Callable[[str],
     every core (workers.fork_map), and each result is staged as a temp file by the process that computed
     it; the sync and the renames are this process's, after every file is staged (fsutil.BatchWriter).
     """
-    writer = BatchWriter()
+    writer = BatchWriter({(root / relative).parent for relative in relatives})
 
     def one(numbered: tuple[int, str]) -> tuple[str | None, str | None, bool]:
         """(temp file, None, _) when done; (None, reason, whether staging it failed) when not."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -153,7 +154,7 @@ class BatchWriter:
     """Replace many files, each atomically, with one sync for the batch instead of one per file.
 
     Each new content is staged in a temp file beside its target (mode 0600 until written, then the
-    target's); `finish` makes them all durable with one `os.sync()`, renames each over its target
+    target's); `finish` makes them all durable with one syncfs per filesystem, renames each over its target
     and syncs the directories. A failure stops the batch: no rename starts after it, so every file
     is either new (renamed) or untouched (its temp file is removed), and `finish` names the paths
     written and the first failure. The renames run on a few threads: a rename waits on the
@@ -167,12 +168,16 @@ class BatchWriter:
     rename starts and every temp file is removed.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, directories: Iterable[Path] = ()) -> None:
+        """`directories`: where the batch will write, known before it starts, so that a writeback error
+        on their filesystems from then on is reported by finish (see _sync_filesystems)."""
         import secrets
 
         self._token = secrets.token_hex(4)
         self._staged: list[tuple[str, Path]] = []  # (temp, target), in the order recorded
         self._failure: tuple[str, str] | None = None
+        self._filesystems: dict[int, int] = {}  # device -> an open directory on it
+        _filesystem_handles(directories, self._filesystems)
 
     def stage(self, path: Path, data: bytes, number: int) -> str:
         """`data` in a new temp file for `path` (number: unique in the batch); its name. Raises OSError.
@@ -224,7 +229,8 @@ class BatchWriter:
         try:
             if failure is None and temps:
                 try:
-                    os.sync()
+                    _filesystem_handles({path.parent for _, path in temps}, self._filesystems)
+                    _sync_filesystems(self._filesystems)
                 except OSError as exc:
                     failure = (str(temps[-1][1]), f"cannot write: {exc.strerror or exc}")
             if failure is None and temps:
@@ -234,8 +240,56 @@ class BatchWriter:
             self._staged = [(tmp, path) for tmp, path in temps if str(path) not in renamed]
             self.discard()  # what was not renamed (a failure stops the batch)
             _sync_dirs({path.parent for _, path in temps})
+            for fd in self._filesystems.values():
+                os.close(fd)
+            self._filesystems = {}
             unblock(masked)  # a Ctrl-C pressed meanwhile is raised here, once every file is old or new
         return done, failure
+
+
+def _filesystem_handles(directories: Iterable[Path], handles: dict[int, int]) -> None:
+    """Add to `handles` (device -> open directory) one directory of each filesystem in `directories`."""
+    for directory in sorted(set(directories)):
+        try:
+            fd = os.open(directory, os.O_RDONLY)
+        except OSError:
+            continue  # staging there fails on its own, with a clear line
+        device = os.fstat(fd).st_dev
+        if device in handles:
+            os.close(fd)
+        else:
+            handles[device] = fd
+
+
+def _sync_filesystems(handles: dict[int, int]) -> None:
+    """Make everything written to these filesystems durable; OSError (EIO, ENOSPC) when writing any of it
+    back failed since their handle was opened.
+
+    Linux's syncfs(2) reports such a writeback error (since 5.8), which sync(2) never does: a temp
+    file whose blocks failed to reach the disk stops the batch before any rename. It syncs only those
+    filesystems too. Elsewhere, sync(2)."""
+    syncfs = _syncfs()
+    if syncfs is None or not handles:
+        os.sync()
+        return
+    import ctypes
+
+    for fd in handles.values():
+        if syncfs(fd) != 0:
+            number = ctypes.get_errno()
+            raise OSError(number, os.strerror(number))
+
+
+def _syncfs():  # type: ignore[no-untyped-def]
+    """libc's syncfs, or None where there is none (not Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
 
 
 _RENAME_THREADS = 8

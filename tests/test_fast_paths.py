@@ -13,6 +13,7 @@ import errno
 import os
 import random
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -338,16 +339,41 @@ def test_ctrl_c_during_sync_and_renames_waits_for_them(tmp_path: Path, monkeypat
     """Ctrl-C pressed once the renames are under way is raised after the last one: every file is new,
     no temp file stays; a batch is never left half-renamed by a key press."""
     paths = _targets(tmp_path, 100)
-    real_sync = os.sync
+    real_sync = fsutil._sync_filesystems
 
-    def sync_then_ctrl_c() -> None:
+    def sync_then_ctrl_c(handles: dict[int, int]) -> None:
         os.kill(os.getpid(), signal.SIGINT)
-        real_sync()
+        real_sync(handles)
 
     writer = _staged_here(paths)
-    monkeypatch.setattr(fsutil.os, "sync", sync_then_ctrl_c)
+    monkeypatch.setattr(fsutil, "_sync_filesystems", sync_then_ctrl_c)
     with pytest.raises(KeyboardInterrupt):
         writer.finish()
     monkeypatch.undo()
     assert all(p.read_bytes() == b"new %d" % i for i, p in enumerate(paths))
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(fsutil.TEMP_SUFFIX)]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="syncfs is Linux's")
+def test_a_batch_is_made_durable_with_syncfs_not_sync(tmp_path: Path, monkeypatch) -> None:
+    """sync(2) reports no writeback error; the batch uses syncfs(2), which does (os.sync here fails)."""
+    paths = _targets(tmp_path, 20)
+
+    def no_sync() -> None:
+        raise AssertionError("os.sync was used")
+
+    monkeypatch.setattr(fsutil.os, "sync", no_sync)
+    assert _batch(paths) == ([str(p) for p in paths], None)
+
+
+def test_a_writeback_error_stops_the_batch_before_any_rename(tmp_path: Path, monkeypatch) -> None:
+    paths = _targets(tmp_path, 20)
+
+    def failed_writeback(handles: dict[int, int]) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(fsutil, "_sync_filesystems", failed_writeback)
+    done, failure = _batch(paths)
+    assert done == [] and failure is not None and "Input/output error" in failure[1]
+    assert all(p.read_bytes() == b"old %d" % i for i, p in enumerate(paths))
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith(fsutil.TEMP_SUFFIX)]

@@ -535,6 +535,17 @@ class _FailingOs:
 
         return wrapped
 
+    def syncfs(self, fd: int) -> int:
+        """libc syncfs as ctypes calls it: -1 with errno set on the `fail_at`-th call."""
+        import ctypes
+
+        self.calls += 1
+        if self.calls == self.fail_at:
+            ctypes.set_errno(errno.ENOSPC)
+            return -1
+        os.sync()
+        return 0
+
 
 def classify(rf: RekeyFleet, old: dict[str, bytes], path: str) -> str:
     """'old' or 'new' (the rule's recipients, the rest byte for byte); anything else fails: a torn file."""
@@ -560,6 +571,8 @@ def test_a_write_failing_half_way_leaves_each_file_old_or_new(
     expect(host_add(rf), 0, "host add (no --rekey)")
     old = rf.snapshot()
     faulty = _FailingOs(call, fail_at)
+    if call == "sync":  # the batch is made durable with syncfs(2) (through ctypes) where there is one
+        monkeypatch.setattr(fsutil, "_syncfs", lambda: faulty.syncfs)
     monkeypatch.setattr(fsutil, "os", faulty)
     run = expect(sopsctl(rf.root, "rekey", "--jobs", "2", "--format", "json", key_file=recovery(rf)), 3,
                  f"rekey with os.{call} failing at call {fail_at}")
