@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 import tempfile
 from collections.abc import Iterable
@@ -115,6 +116,30 @@ def find_root(start: Path, explicit: Path | None = None) -> Path:
     raise RootNotFoundError.from_start(str(start))
 
 
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def block_stop_signals() -> set[signal.Signals] | None:
+    """Hold Ctrl-C (SIGINT) and SIGTERM pending in this thread (and threads it starts); the mask to
+    give `unblock` (None where signal masks do not exist)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        return None
+    return signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+
+
+def unblock(previous: set[signal.Signals] | None) -> None:
+    """Restore the mask block_stop_signals changed: a signal that came meanwhile is delivered now."""
+    if previous is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """All of `data` to `fd` (os.write may write less than asked, to a pipe or a full disk)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def _write_temp(path: Path, data: bytes, tmp_name: str) -> str:
     """`data` in a new temp file (0600 while written, then the target's mode); the name actually used."""
     try:
@@ -137,9 +162,7 @@ def _write_temp(path: Path, data: bytes, tmp_name: str) -> str:
             fd, tmp_name = tempfile.mkstemp(prefix=prefix, suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            write_all(fd, data)
             os.fchmod(fd, mode)
         finally:
             os.close(fd)
@@ -221,8 +244,6 @@ class BatchWriter:
         Ctrl-C (SIGINT) and SIGTERM wait until the renames and the clean-up are done: a batch is
         interrupted before its renames (nothing changes) or after them, never half-renamed by a key
         press. Temp files not renamed are removed whatever happens."""
-        from .workers import block_stop_signals, unblock
-
         temps, failure = self._staged, self._failure
         done: list[str] = []
         masked = block_stop_signals()

@@ -20,6 +20,8 @@ import signal
 from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
+from .fsutil import block_stop_signals, unblock, write_all
+
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
@@ -28,7 +30,6 @@ _CHUNK = 8  # items taken at a time: few queue reads, and shares end within a fe
 _QUEUE_ENTRIES = 1_024  # 4-byte chunk starts: 4 KiB, one page, the least a pipe holds (Linux gives a user
 # over its pipe quota one-page pipes), so the queue is written before a worker starts; the write does
 # not block even so, and whatever did not fit is done by the caller at the end
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def available_cores() -> int:
@@ -129,7 +130,7 @@ class _Pool:
         """A worker's loop: take chunks until the queue is empty, send back each (index, result)."""
         for index in self._taken():
             message = pickle.dumps((index, self.function(self.items[index])), pickle.HIGHEST_PROTOCOL)
-            _write_all(results, len(message).to_bytes(4, "little") + message)
+            write_all(results, len(message).to_bytes(4, "little") + message)
 
     def _taken(self) -> Iterator[int]:
         """The indexes of each chunk this process takes from the shared queue (4-byte reads are atomic)."""
@@ -198,26 +199,6 @@ class _Pool:
             self._reap(fd)
         self.selector.close()
         os.close(self.queue)
-
-
-def block_stop_signals() -> set[signal.Signals] | None:
-    """Hold Ctrl-C (SIGINT) and SIGTERM pending in this thread (and threads it starts); the mask to
-    give `unblock` (None where signal masks do not exist)."""
-    if not hasattr(signal, "pthread_sigmask"):
-        return None
-    return signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-
-
-def unblock(previous: set[signal.Signals] | None) -> None:
-    """Restore the mask block_stop_signals changed: a signal that came meanwhile is delivered now."""
-    if previous is not None:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 def _die_with_parent(parent: int) -> None:
