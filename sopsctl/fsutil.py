@@ -180,9 +180,8 @@ class BatchWriter:
     target's); `finish` makes them all durable with one syncfs per filesystem, renames each over its target
     and syncs the directories. A failure stops the batch: no rename starts after it, so every file
     is either new (renamed) or untouched (its temp file is removed), and `finish` names the paths
-    written and the first failure. The renames run on a few threads: a rename waits on the
-    filesystem journal, not the CPU (ext4: 0.08 ms idle, 3 ms while other processes write), and
-    concurrent ones share journal commits.
+    written and the first failure. The renames run in order, each replaced file held open until a
+    few threads let go of them together (see _rename_all: freeing a file may wait for the disk).
 
     `stage` only creates a temp file, so the process that computed a result can stage it
     (workers.fork_map: creating a file is kernel CPU, 0.03-0.5 ms on this ext4, which then runs on
@@ -313,40 +312,78 @@ def _syncfs():  # type: ignore[no-untyped-def]
         return None
 
 
-_RENAME_THREADS = 8
+_RELEASE_THREADS = 8  # let go of replaced files (and fsync directories) this many at a time
+_HELD_AT_ONCE = 256  # replaced files held open at once: well under any descriptor limit
 
 
 def _rename_all(temps: list[tuple[str, Path]]) -> tuple[list[str], tuple[str, str] | None]:
-    """Rename each temp over its target; after a failure no further rename starts."""
-    import threading
+    """Rename each temp over its target, in order; after a failure no further rename starts.
+
+    Each target is held open (O_PATH: no read, no side effect) across its rename and let go of
+    afterwards, on a few threads. The last reference to a replaced file is what frees its inode and
+    blocks, and on a filesystem mounted with `discard` and no journal (this machine's ext4) that
+    waits for the disk: when the rename drops it, the wait is inside the directory's lock (0.1 ms a
+    file, every rename of the batch queued behind it); when a close drops it, outside any lock and
+    concurrently (1,000 files: 0.09-0.11 s before, 0.05 s now).
+    """
+    done: list[str] = []
+    failure: tuple[str, str] | None = None
+    held: list[int] = []
+    pool = None
+    try:
+        for tmp, path in temps:
+            hold = _hold(path)
+            try:
+                os.replace(tmp, path)
+            except OSError as exc:
+                failure = (str(path), f"cannot replace it: {exc.strerror or exc}")
+                break
+            finally:
+                if hold is not None:
+                    held.append(hold)
+            done.append(str(path))
+            if len(held) >= _HELD_AT_ONCE:
+                pool = pool or _release_pool()
+                _release(held, pool)
+                held = []
+    finally:
+        if pool is None and len(held) >= 2 * _RELEASE_THREADS:
+            pool = _release_pool()
+        _release(held, pool)
+        if pool is not None:
+            pool.shutdown()
+    return done, failure
+
+
+def _hold(path: Path) -> int | None:
+    """A reference to the file at `path` that keeps its inode alive, or None (missing, or no O_PATH here)."""
+    flag = getattr(os, "O_PATH", None)
+    if flag is None:
+        return None
+    try:
+        return os.open(path, flag | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None  # the rename says what is wrong, if anything
+
+
+def _release_pool():  # type: ignore[no-untyped-def]
     from concurrent.futures import ThreadPoolExecutor
 
-    renamed = [False] * len(temps)
-    failures: list[tuple[int, str, str]] = []
-    lock = threading.Lock()
+    return ThreadPoolExecutor(_RELEASE_THREADS)
 
-    def rename(index: int) -> None:
-        if failures:
-            return
-        tmp, path = temps[index]
-        try:
-            os.replace(tmp, path)
-        except OSError as exc:
-            with lock:
-                failures.append((index, str(path), f"cannot replace it: {exc.strerror or exc}"))
-            return
-        renamed[index] = True
 
-    if len(temps) < 2 * _RENAME_THREADS:
-        for index in range(len(temps)):
-            rename(index)
-    else:
-        with ThreadPoolExecutor(_RENAME_THREADS) as pool:
-            for _ in pool.map(rename, range(len(temps)), chunksize=8):
-                pass
-    done = [str(path) for (_, path), ok in zip(temps, renamed, strict=True) if ok]
-    failure = min(failures)[1:] if failures else None
-    return done, failure
+def _release(descriptors: list[int], pool) -> None:  # type: ignore[no-untyped-def]
+    """Close every descriptor (on `pool`'s threads, when there is one), then return."""
+    def close(fd: int) -> None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+    if pool is None:
+        for fd in descriptors:
+            close(fd)
+        return
+    for _ in pool.map(close, descriptors, chunksize=16):
+        pass
 
 
 def _sync_dirs(directories: set[Path]) -> None:
@@ -357,7 +394,7 @@ def _sync_dirs(directories: set[Path]) -> None:
         return
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(min(_RENAME_THREADS, len(directories))) as pool:
+    with ThreadPoolExecutor(min(_RELEASE_THREADS, len(directories))) as pool:
         for _ in pool.map(_fsync_dir, sorted(directories)):
             pass
 

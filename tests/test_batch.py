@@ -122,7 +122,8 @@ def test_a_temp_file_a_dying_worker_never_reported_is_swept(tmp_path: Path, monk
     def stage_then_die(self, path, data, number):  # type: ignore[no-untyped-def]
         name = real_stage(self, path, data, number)
         if os.getpid() != caller:
-            died.write_text(str(number))
+            (tmp_path / "dying").write_text(str(number))
+            os.replace(tmp_path / "dying", died)  # whole, or not yet there: the caller reads it meanwhile
             os._exit(9)
         return name
 

@@ -197,6 +197,50 @@ def test_a_rename_failing_in_a_big_batch_is_reported_exactly(tmp_path: Path, mon
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith(fsutil.TEMP_SUFFIX)]
 
 
+def _open_descriptors() -> dict[str, int]:
+    """This process's open descriptors and the inode each refers to."""
+    found = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            found[fd] = os.stat(f"/proc/self/fd/{fd}").st_ino
+        except OSError:
+            continue  # the descriptor listdir itself used
+    return found
+
+
+@pytest.mark.skipif(not hasattr(os, "O_PATH") or not os.path.isdir("/proc/self/fd"), reason="Linux only")
+@pytest.mark.parametrize("fail_at", [None, 7, 45])
+def test_each_replaced_file_is_held_across_its_rename_and_let_go_after(tmp_path: Path, monkeypatch,
+                                                                       fail_at: int | None) -> None:
+    """The old inode outlives its rename (freeing it, which may wait for the disk, happens on a close
+    outside the directory lock), at most a window of them at once, and none is left open, failure or not."""
+    monkeypatch.setattr(fsutil, "_HELD_AT_ONCE", 8)
+    paths = _targets(tmp_path, 60)
+    writer = _staged_here(paths)
+    real, held_counts, missing = os.replace, [], []
+    before = _open_descriptors()
+
+    def replace(source, target):  # type: ignore[no-untyped-def]
+        old, now = os.stat(target).st_ino, _open_descriptors()
+        opened = {fd: inode for fd, inode in now.items() if fd not in before}
+        held_counts.append(len(opened))
+        if old not in opened.values():  # not an assert: the batch would report it as a rename failure
+            missing.append(target)
+        if fail_at is not None and Path(target) == paths[fail_at - 1]:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real(source, target)
+
+    monkeypatch.setattr(fsutil.os, "replace", replace)
+    done, failure = writer.finish()
+    monkeypatch.undo()
+    assert len(done) == (60 if fail_at is None else fail_at - 1), failure
+    assert (failure is None) == (fail_at is None)
+    assert not missing, f"nothing held {missing[0]} while it was replaced"
+    assert max(held_counts) <= 8 + 2  # the window, plus the one being replaced and the writer's own
+    assert _open_descriptors() == before  # every hold let go, and the writer's directory handles closed
+    assert all(p.read_bytes() == (b"new %d" % i if str(p) in done else b"old %d" % i) for i, p in enumerate(paths))
+
+
 def _staged_by_workers(paths: list[Path], workers: int = 2) -> fsutil.BatchWriter:
     """A batch whose temp files are created by forked workers (as rekey/rotate do), recorded here."""
     writer = fsutil.BatchWriter()
