@@ -128,7 +128,7 @@ def recipient_kind(text: str) -> RecipientKind:
 # --- age identities -------------------------------------------------------------------------
 
 
-def _identity_scalar(identity: str) -> bytes:
+def identity_scalar(identity: str) -> bytes:
     """The 32 secret bytes of an AGE-SECRET-KEY-1… string; errors never quote the secret."""
     if not isinstance(identity, str):
         raise KeyFormatError(f"age identity must be a string, got {type(identity).__name__}")
@@ -156,7 +156,7 @@ def identity_to_recipient(identity: str) -> str:
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
     # X25519 clamps the scalar itself, so ssh-to-age's unclamped identities give the right key.
-    private = X25519PrivateKey.from_private_bytes(_identity_scalar(identity))
+    private = X25519PrivateKey.from_private_bytes(identity_scalar(identity))
     public = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     return bech32.encode(RECIPIENT_HRP, public)
 
