@@ -121,8 +121,8 @@ def _walk_value(value: object, path: tuple[str, ...], stack: list[list[str]], ru
         return
     aad = ":".join(path) + ":"
     if rules.encrypted(path, stack, False, value):
-        kind = v.ENC_RE.match(value).group(4) if v.is_enc(value) else ""  # type: ignore[union-attr,arg-type]
-        yield Leaf(aad, value, True, kind)
+        match = v.match_enc(value) if isinstance(value, str) else None
+        yield Leaf(aad, value, True, match.group(4) if match is not None else "")
     else:
         yield Leaf(aad, value, False, v.value_type(value))
 

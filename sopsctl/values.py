@@ -22,6 +22,12 @@ TYPES = ("str", "int", "float", "bool", "time", "comment", "bytes")
 MAC_ONLY_ENCRYPTED_INIT = hashlib.sha256(b"sops").digest()
 # aes/cipher.go `encre`, verbatim: unanchored at the end, `.` stops at a newline, greedy groups.
 ENC_RE = re.compile(r"^ENC\[AES256_GCM,data:(.+),iv:(.+),tag:(.+),type:(.+)\]")
+# A token as sops writes it, matched without ENC_RE's backtracking (its greedy groups retry splits of
+# the whole token: 1.1 µs a match, 0.35 µs here; a rotation matches each value four times). On a
+# string this matches whole, ENC_RE's groups are the same (base64 and the type hold no `,`, `:` or
+# `]`); any other string is ENC_RE's to judge.
+_AS_WRITTEN = re.compile(r"ENC\[AES256_GCM,data:([A-Za-z0-9+/=]+),iv:([A-Za-z0-9+/=]+),tag:([A-Za-z0-9+/=]+),"
+                         r"type:([a-z]+)\]\Z")
 _INT64 = (-(1 << 63), (1 << 63) - 1)
 _TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
 _FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
@@ -50,17 +56,22 @@ def go_base64(text: str) -> bytes:
         raise ValueError("not standard padded base64") from None
 
 
+def match_enc(text: str) -> re.Match[str] | None:
+    """ENC_RE's match of `text`: sops's own test for an encrypted value (aes/cipher.go), made fast."""
+    return _AS_WRITTEN.match(text) or ENC_RE.match(text)
+
+
 def is_enc(text: object) -> bool:
     """Whether sops would parse `text` as an encrypted value (its regex only; base64 is not checked)."""
-    return isinstance(text, str) and ENC_RE.match(text) is not None
+    return isinstance(text, str) and match_enc(text) is not None
 
 
 def parse_enc(text: str, match: re.Match[str] | None = None) -> EncValue:
     """The parts of an `ENC[AES256_GCM,data:…,iv:…,tag:…,type:…]` string; ValueError when malformed.
 
-    `match`: ENC_RE's match of `text`, when the caller has just made it (is_enc's question)."""
+    `match`: match_enc's match of `text`, when the caller has just made it (is_enc's question)."""
     if match is None:
-        match = ENC_RE.match(text) if isinstance(text, str) else None
+        match = match_enc(text) if isinstance(text, str) else None
     if match is None:
         raise ValueError("not an ENC[AES256_GCM,…] value")
     data, iv, tag, kind = match.groups()

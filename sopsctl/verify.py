@@ -72,7 +72,7 @@ def _check_values(key: bytes, leaves: Sequence[tree.Leaf], mac_only_encrypted: b
             continue
         if leaf.value == "":
             continue  # sops never encrypts an empty string; it adds no bytes to the MAC
-        match = v.ENC_RE.match(leaf.value) if isinstance(leaf.value, str) else None  # v.is_enc, kept
+        match = v.match_enc(leaf.value) if isinstance(leaf.value, str) else None  # v.is_enc, kept
         if match is None:
             tally.fail(leaf.path, "is in clear although the file's rules say it is encrypted")
             continue

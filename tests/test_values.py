@@ -275,3 +275,56 @@ def test_value_crypto_and_tree_walk_do_no_io(module: object) -> None:
     called = {node.func.id for node in ast.walk(parsed)
               if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
     assert not called & {"open", "print", "input"}
+
+
+# --- match_enc: sops's ENC_RE, with the common case found without backtracking -----------------
+
+_FIELD_NEAR_MISSES = ("", "A,iv:B", "A,tag:B", "A]B", "A:B", "A\nB", "é", "A B", "QQ=", "str")
+# A token as sops writes it, part by part, each with its near misses.
+_TOKEN_PARTS = (
+    ("ENC[AES256_GCM,data:", ("ENC[AES256_GCM,data", "enc[AES256_GCM,data:", " ENC[AES256_GCM,data:")),
+    ("QUJD", _FIELD_NEAR_MISSES), (",iv:", (",iv", ",tag:")), ("QQ==", _FIELD_NEAR_MISSES),
+    (",tag:", (",tag", ",iv:")), ("+/9=", _FIELD_NEAR_MISSES), (",type:", (",type", ",tag:")),
+    ("str", ("comment", "", "Str", "str]x", "st r", "s\nr")), ("]", ("]]", "", "]x", "]\n", "] ,iv:Q]")),
+)
+
+
+def _near_tokens() -> list[str]:
+    """The token, every token with one part missed, and every one with two parts missed."""
+    good = [right for right, _ in _TOKEN_PARTS]
+    found = ["".join(good)]
+    for first, (_, misses) in enumerate(_TOKEN_PARTS):
+        for miss in misses:
+            one = [*good[:first], miss, *good[first + 1:]]
+            found.append("".join(one))
+            for second in range(first + 1, len(_TOKEN_PARTS)):
+                found += ["".join([*one[:second], other, *one[second + 1:]]) for other in _TOKEN_PARTS[second][1]]
+    return found
+
+
+def _same_as_enc_re(text: str) -> None:
+    fast, reference = v.match_enc(text), v.ENC_RE.match(text)
+    assert (fast is None) == (reference is None), text
+    if fast is not None and reference is not None:
+        assert fast.groups() == reference.groups(), text
+
+
+def test_match_enc_is_enc_re_on_every_near_miss_of_a_token() -> None:
+    """Same verdict and same groups as sops's regex for a token with any one or two parts wrong."""
+    tokens = _near_tokens()
+    assert len(tokens) > 1000
+    for text in tokens:
+        _same_as_enc_re(text)
+
+
+@given(st.text(max_size=40) | st.sampled_from(_near_tokens()).flatmap(
+    lambda token: st.integers(0, len(token)).map(lambda cut: token[:cut])))
+def test_match_enc_is_enc_re_on_any_text_or_cut_token(text: str) -> None:
+    _same_as_enc_re(text)
+
+
+@given(st.binary(min_size=1, max_size=40), st.sampled_from(["str", "int", "float", "bool", "comment", "time"]))
+def test_match_enc_takes_the_fast_path_for_what_sops_writes(plaintext: bytes, kind: str) -> None:
+    token = v.encrypt_value(b"k" * 32, plaintext, "a:b:", kind)
+    assert v._AS_WRITTEN.match(token) is not None  # the fast path is taken, not just ENC_RE again
+    assert v.match_enc(token).groups() == v.ENC_RE.match(token).groups()  # type: ignore[union-attr]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import io
+import itertools
 import json
 import re
 from typing import NamedTuple
@@ -15,7 +16,7 @@ from yaml.resolver import Resolver
 from ..model import FileKey
 from . import KEY_LISTS, MetadataError
 from .keyplan import MANAGED, SORTED, Entry, Plan, detect_style, entry_id, make_plan, merge
-from .yamlmeta import _BLOCK_END, _SOPS_START
+from .yamlmeta import _BLOCK_END, sops_starts
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _FIELD = re.compile(r"( *)([A-Za-z_][A-Za-z0-9_]*):(?:[ \t]+([^\r\n]*))?\r?\n?$")
@@ -30,7 +31,7 @@ Pool = dict[tuple[str, str, object, int], str]
 def replace_yaml(data: bytes, groups: tuple[tuple[FileKey, ...], ...], threshold: int | None) -> bytes:
     out = bytearray()
     pos = 0
-    for start in _SOPS_START.finditer(data):
+    for start in sops_starts(data):
         begin = start.end()
         end_match = _BLOCK_END.search(data, begin - 1)
         end = end_match.start() + 1 if end_match else len(data)
@@ -300,11 +301,10 @@ def splice_yaml(data: bytes, before: tuple[FileKey, ...], staying: list[tuple[in
                 added: list[FileKey]) -> bytes | None:
     """What replace_yaml gives for this change, without re-parsing the block; None when the block is
     not exactly as go-yaml writes it (comments, CRLF, other key kinds, several blocks…)."""
-    starts = _SOPS_START.findall(data)
+    starts = list(itertools.islice(sops_starts(data), 2))
     if len(starts) != 1:
         return None
-    match = _SOPS_START.search(data)
-    assert match is not None
+    match = starts[0]
     begin = match.end()
     end_match = _BLOCK_END.search(data, begin - 1)
     end = end_match.start() + 1 if end_match else len(data)

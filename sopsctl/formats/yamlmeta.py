@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 import yaml
 
@@ -148,8 +149,20 @@ def _with_blobs(block: bytes, flat: list[FileKey], groups: list[list[FileKey]] |
     return filled[0], (filled[1:] if groups is not None else None)
 
 
+def sops_starts(data: bytes) -> Iterator[re.Match[bytes]]:
+    """_SOPS_START.finditer(data), found by looking only where `sops:` is (a multi-line `^` search
+    tries every byte of the file: 7-12 µs a call on a small secrets file, and each file takes several)."""
+    at = data.find(b"sops:")
+    while at >= 0:
+        if at == 0 or data[at - 1] == 0x0A:  # at a line start, where `^` can match
+            match = _SOPS_START.match(data, at)
+            if match is not None:
+                yield match
+        at = data.find(b"sops:", at + 1)
+
+
 def _sops_block(data: bytes) -> bytes | None:
-    match = _SOPS_START.search(data)
+    match = next(sops_starts(data), None)
     if match is None:
         return None
     end = _BLOCK_END.search(data, match.end() - 1)

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sopsctl.formats import MetadataError, detect_format, metadata_from_mapping, read_metadata
-from sopsctl.formats.yamlmeta import _scan, _sops_block
+from sopsctl.formats.yamlmeta import _SOPS_START, _scan, _sops_block, sops_starts
 
 from ..strategies import key_pool
 
@@ -178,3 +178,9 @@ def test_flow_style_and_odd_layouts_fall_back_to_libyaml() -> None:
     commented = b"a: 1\nsops:\n    # a comment\n    age:\n        - recipient: " + ADMIN.encode() + \
         b"\n          enc: x\n    mac: m\n    version: 3.11.0\n"
     assert _recipients(read_metadata(commented, "yaml")) == [[ADMIN]]
+
+
+@given(st.lists(st.sampled_from([b"sops:", b"sops: ", b"sops:\t", b"\n", b"\r\n", b" ", b"x", b"#", b"sops:x",
+                                 b"  sops:", b"\nsops:\n"]), max_size=12).map(b"".join))
+def test_sops_starts_finds_what_the_multiline_search_finds(data: bytes) -> None:
+    assert [m.span() for m in sops_starts(data)] == [m.span() for m in _SOPS_START.finditer(data)]
