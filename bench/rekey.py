@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import fake_age_recipient, floors, report, sops_binary, sopsctl_command
+from _common import fake_age_recipient, floors, report, sops_binary, sopsctl_command, spread
 
 TEMPLATES = {
     ".yaml": "db:\n    password: hunter2\n    user: app\ntoken: abc\n",
@@ -118,8 +118,7 @@ def main() -> None:
         base = Path(tmp)
         env.update(HOME=str(base / "home"), XDG_CONFIG_HOME=str(base / "home" / ".config"))
         tree, recovery_file, newcomer_file, paths = build(base, args.files, env)
-        scratch = base / "runs"
-        scratch.mkdir()
+        scratch = spread(base / "runs")  # each run's copy in a block group of its own (see _common.spread)
         key_env = {**env, "SOPS_AGE_KEY_FILE": str(recovery_file)}
         rng = random.Random(11)
         print(f"{len(paths)} sops files (YAML, JSON, dotenv; 6 age recipients each); one admin joins the rule")
