@@ -76,4 +76,27 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> None:
-    sys.exit(main())
+    """The console script: run the command, then exit without tearing the interpreter down."""
+    exit_now(main())
+
+
+def exit_now(code: int) -> None:
+    """Flush, run the exit handlers, and end the process: no interpreter teardown.
+
+    Freeing every object of every imported module one by one (typer, pydantic, yaml…) takes about
+    50 ms, 5% of rotating 1,000 files and a third of `--help`, and gives nothing back: every file
+    is written and synced, every descriptor the kernel closes. Exit handlers (atexit) still run.
+    Under a tracer or profiler, or with a thread still running, the ordinary exit instead.
+    """
+    import atexit
+    import contextlib
+    import os
+    import threading
+
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe (`sopsctl … | head`): nothing to add
+            stream.flush()
+    if sys.gettrace() is not None or sys.getprofile() is not None or threading.active_count() > 1:
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    os._exit(code)

@@ -1,0 +1,61 @@
+"""The console script's exit: output flushed, exit handlers run, exit code kept, no interpreter teardown."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+SCRIPT = textwrap.dedent("""
+    import atexit, os, sys
+    from sopsctl.cli import run
+
+    class Teardown:
+        def __del__(self):
+            os.write(2, b"interpreter teardown ran\\n")  # sys.stderr may be gone by then
+
+    KEPT = Teardown()  # freed only when the interpreter tears its modules down
+    atexit.register(lambda: sys.stderr.write("exit handler ran\\n"))
+    sys.argv = ["sopsctl", *sys.argv[1:]]
+    {before_run}
+    run()
+""")
+
+
+def _run(*args: str, before_run: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", SCRIPT.format(before_run=before_run), *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(("args", "code"), [(["schema"], 0), (["no-such-command"], 2),
+                                            (["lint", "--root", "/nonexistent/sopsctl"], 3)])
+def test_the_exit_code_is_the_commands_and_the_output_is_whole(args: list[str], code: int) -> None:
+    result = _run(*args)
+    assert result.returncode == code, result.stderr
+    assert "exit handler ran" in result.stderr
+    if args == ["schema"]:  # a long output, all of it flushed before the process ends
+        assert result.stdout.rstrip().endswith("}") and len(result.stdout) > 2000
+
+
+def test_there_is_no_interpreter_teardown() -> None:
+    """Teardown frees every object of every module, ~50 ms a command, for nothing: it is skipped."""
+    result = _run("schema")
+    assert result.returncode == 0 and "exit handler ran" in result.stderr
+    assert "interpreter teardown ran" not in result.stderr
+
+
+def test_under_a_profiler_the_ordinary_exit_is_kept() -> None:
+    """A profiler or coverage tool writes its results at teardown: then the command exits as usual."""
+    result = _run("schema", before_run="import cProfile; cProfile.Profile().enable()")
+    assert result.returncode == 0 and "interpreter teardown ran" in result.stderr
+
+
+def test_a_closed_pipe_is_no_error() -> None:
+    """`sopsctl schema | head -1`: the reader left; nothing is printed about it and the exit code is 0."""
+    command = f"{sys.executable} -c '{SCRIPT.format(before_run='')}' schema | head -c 10 > /dev/null; " \
+              "echo ${PIPESTATUS[0]} >&2"
+    result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60)
+    assert result.stderr.strip().splitlines()[-1] == "0", result.stderr
+    assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
