@@ -54,14 +54,16 @@ def cli(root: Path, *args: str) -> list[str]:
 
 
 def kill_runs(rf: RekeyFleet, command: list[str], env: dict[str, str], watch: list[Path], rounds: int,
-              check) -> list[tuple[str, float, int]]:  # type: ignore[no-untyped-def]
-    """Start `command` `rounds` times, SIGKILL it at a random moment, then `check()` the repo each time."""
+              check, renames: tuple[float, ...] = (0.0,)) -> list[tuple[str, float, int]]:  # type: ignore[no-untyped-def]
+    """Start `command` `rounds` times, SIGKILL it at a random moment, then `check()` the repo each time.
+
+    The last rounds kill it `renames` seconds after its first rename; the others at random times."""
     start = time.monotonic()
     subprocess.run(command, env=env, cwd=rf.root, capture_output=True, timeout=300)  # to time one whole run
     duration = time.monotonic() - start  # the timing run changed the files: each round's reset puts them back
     outcomes = []
-    moments = [("start", RNG.uniform(0.05, 0.95) * duration) for _ in range(rounds - 2)]
-    moments += [("temps", RNG.uniform(0, 0.003)), ("renames", 0.0)]
+    moments = [("start", RNG.uniform(0.05, 0.95) * duration) for _ in range(rounds - 1 - len(renames))]
+    moments += [("temps", RNG.uniform(0, 0.003)), *(("renames", delay) for delay in renames)]
     for moment, delay in moments:
         check.reset()
         process = subprocess.Popen(command, env=env, cwd=rf.root, stdout=subprocess.DEVNULL,
@@ -132,7 +134,9 @@ def test_sigkill_during_host_add_leaves_policy_and_config_old_or_new_and_a_rerun
 
 
 def test_sigkill_during_a_rotate_batch_leaves_each_file_old_or_new(rf: RekeyFleet) -> None:
-    add_bulk(rf, 70)  # past workers.FORK_MINIMUM: forked workers stage the temp files
+    # Past workers.FORK_MINIMUM (forked workers stage the temp files), and enough files that the
+    # renames last a few milliseconds (one is ~15 µs) for a kill to land among them.
+    add_bulk(rf, 600)
     paths = [s.path for s in SECRETS if s.klass in ("shared", "vault")] + rf.bulk
     old = {p: rf.read(p) for p in paths}
     env = rf.fleet.env(recovery(rf))
@@ -149,7 +153,7 @@ def test_sigkill_during_a_rotate_batch_leaves_each_file_old_or_new(rf: RekeyFlee
                 assert decrypts(rf, path, [R]), f"{path}: sops cannot decrypt it after SIGKILL"
 
     check = Check(rf.root, old, old)
-    outcomes = kill_runs(rf, command, env, watch, 6, check)
+    outcomes = kill_runs(rf, command, env, watch, 6, check, renames=(0.0, 0.002))
     assert any(code == -signal.SIGKILL for *_, code in outcomes), outcomes
     assert any(0 < n < len(paths) for n in states), f"no kill landed among the renames: {states} {outcomes}"
     final = subprocess.run(command, env=env, cwd=rf.root, capture_output=True, text=True, timeout=300)

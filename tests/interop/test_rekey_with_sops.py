@@ -633,7 +633,7 @@ def _kill_at(process: subprocess.Popen, moment: str, delay: float, directories: 
 
 
 def test_sigkill_at_random_moments_leaves_each_file_old_or_new(rf: RekeyFleet, tmp_path: Path) -> None:
-    add_bulk(rf, 200)
+    add_bulk(rf, 600)  # enough that the renames last a few milliseconds (one is ~15 µs): a kill lands among them
     expect(host_add(rf), 0, "host add (no --rekey)")
     paths = [*REKEYED, *rf.bulk]
     old = {p: rf.read(p) for p in paths}
