@@ -103,7 +103,7 @@ def test_sigkill_during_generate_leaves_the_config_old_or_new(rf: RekeyFleet) ->
     outcomes = kill_runs(rf, cli(rf.root, "generate"), rf.fleet.env(), [rf.root], 8, check)
     assert any(code == -signal.SIGKILL for *_, code in outcomes), outcomes
     # A kill between the temp file and its rename may leave one: hidden, named for its target, never read.
-    assert all(Path(p).name.startswith(".sops.yaml.") for p in no_temp_files(rf.root)), no_temp_files(rf.root)
+    assert all(Path(p).name.startswith("..sops.yaml.") for p in no_temp_files(rf.root)), no_temp_files(rf.root)
     expect(sopsctl(rf.root, "generate"), 0, "generate again")
     assert rf.read(".sops.yaml") == new[".sops.yaml"]
     expect(sopsctl(rf.root, "generate", "--check"), 0, "generate --check after the rerun")
