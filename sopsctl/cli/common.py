@@ -6,6 +6,8 @@ from typing import Annotated
 
 import typer
 
+from ..errors import SopsctlError
+
 RootOption = Annotated[
     Path | None,
     typer.Option("--root", help="Repository root (default: the nearest directory with .sops.yaml, walking up).",
@@ -18,9 +20,17 @@ PolicyOption = Annotated[
 
 
 def out(text: str) -> None:
-    """Write to stdout as given (callers add newlines), so JSON output is never mixed with logs."""
-    sys.stdout.write(text)
-    sys.stdout.flush()
+    """Write to stdout as given (callers add newlines), so JSON output is never mixed with logs.
+
+    A reader that left (a closed pipe) is the error boundary's to treat as done; any other write
+    error (a full disk under `> report.json`) is one clear line and exit 3, not a bug report."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise SopsctlError(f"cannot write the output: {exc.strerror or exc}") from None
 
 
 def err(text: str) -> None:

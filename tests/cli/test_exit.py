@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -59,3 +60,14 @@ def test_a_closed_pipe_is_no_error() -> None:
     result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60)
     assert result.stderr.strip().splitlines()[-1] == "0", result.stderr
     assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full here")
+def test_output_that_cannot_be_written_is_one_line_and_exit_3() -> None:
+    """`sopsctl schema > report` on a full disk: not a bug report, not a silent success."""
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, "-c", SCRIPT.format(before_run=""), "schema"], stdout=full,
+                                stderr=subprocess.PIPE, text=True, timeout=60)
+    assert result.returncode == 3
+    assert result.stderr.splitlines()[0] == "sopsctl: error: cannot write the output: No space left on device"
+    assert "Traceback" not in result.stderr and "bug" not in result.stderr
