@@ -7,10 +7,13 @@ import os
 import signal
 import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from .errors import InputError, RootNotFoundError
+
+T = TypeVar("T")
 
 CONFIG_NAME = ".sops.yaml"
 TEMP_SUFFIX = ".sopsctl-tmp"  # our temp files; one a killed run left behind is never a secret
@@ -329,7 +332,6 @@ def _rename_all(temps: list[tuple[str, Path]]) -> tuple[list[str], tuple[str, st
     done: list[str] = []
     failure: tuple[str, str] | None = None
     held: list[int] = []
-    pool = None
     try:
         for tmp, path in temps:
             hold = _hold(path)
@@ -343,15 +345,10 @@ def _rename_all(temps: list[tuple[str, Path]]) -> tuple[list[str], tuple[str, st
                     held.append(hold)
             done.append(str(path))
             if len(held) >= _HELD_AT_ONCE:
-                pool = pool or _release_pool()
-                _release(held, pool)
-                held = []
+                window, held = held, []
+                _release(window)
     finally:
-        if pool is None and len(held) >= 2 * _RELEASE_THREADS:
-            pool = _release_pool()
-        _release(held, pool)
-        if pool is not None:
-            pool.shutdown()
+        _release(held)
     return done, failure
 
 
@@ -366,37 +363,46 @@ def _hold(path: Path) -> int | None:
         return None  # the rename says what is wrong, if anything
 
 
-def _release_pool():  # type: ignore[no-untyped-def]
-    from concurrent.futures import ThreadPoolExecutor
-
-    return ThreadPoolExecutor(_RELEASE_THREADS)
-
-
-def _release(descriptors: list[int], pool) -> None:  # type: ignore[no-untyped-def]
-    """Close every descriptor (on `pool`'s threads, when there is one), then return."""
+def _release(descriptors: list[int]) -> None:
+    """Close every descriptor; never raises, so a batch's renames are never cut short by it."""
     def close(fd: int) -> None:
         with contextlib.suppress(OSError):
             os.close(fd)
 
-    if pool is None:
-        for fd in descriptors:
-            close(fd)
-        return
-    for _ in pool.map(close, descriptors, chunksize=16):
-        pass
+    _on_threads(close, descriptors, at_least=2 * _RELEASE_THREADS)
 
 
 def _sync_dirs(directories: set[Path]) -> None:
     """Make the renames durable: one fsync per directory, concurrent (they share journal commits)."""
-    if len(directories) < 4:
-        for directory in directories:
-            _fsync_dir(directory)
-        return
-    from concurrent.futures import ThreadPoolExecutor
+    _on_threads(_fsync_dir, sorted(directories), at_least=4)
 
-    with ThreadPoolExecutor(min(_RELEASE_THREADS, len(directories))) as pool:
-        for _ in pool.map(_fsync_dir, sorted(directories)):
-            pass
+
+def _on_threads(work: Callable[[T], None], items: Sequence[T], *, at_least: int) -> None:
+    """work(item) for every item, a share on each of a few threads (the work waits on the disk, not the
+    CPU); fewer than `at_least` items, here. `work` must not raise. A share whose thread cannot start
+    (a pids limit) is done here, so this never raises either and a batch is never left half-done."""
+    import threading
+
+    if len(items) < at_least:
+        for item in items:
+            work(item)
+        return
+
+    def do_share(share: Sequence[T]) -> None:
+        for item in share:
+            work(item)
+
+    threads = []
+    for share in (items[start::_RELEASE_THREADS] for start in range(min(_RELEASE_THREADS, len(items)))):
+        thread = threading.Thread(target=do_share, args=(share,), daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:
+            do_share(share)
+            continue
+        threads.append(thread)
+    for thread in threads:
+        thread.join()
 
 
 LOCK_NAME = ".sopsctl.lock"

@@ -241,6 +241,30 @@ def test_each_replaced_file_is_held_across_its_rename_and_let_go_after(tmp_path:
     assert all(p.read_bytes() == (b"new %d" % i if str(p) in done else b"old %d" % i) for i, p in enumerate(paths))
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="Linux only")
+def test_threads_that_cannot_start_cut_no_batch_short(tmp_path: Path, monkeypatch) -> None:
+    """Under a pids limit no release thread may start: every file is still renamed and every hold let go."""
+    import threading
+
+    paths = _targets(tmp_path, 600)
+    writer = _staged_here(paths)
+    real_start, started = threading.Thread.start, []
+
+    def start(self):  # type: ignore[no-untyped-def]
+        started.append(self)
+        if len(started) > 2:
+            raise RuntimeError("can't start new thread")
+        return real_start(self)
+
+    before = _open_descriptors()
+    monkeypatch.setattr(threading.Thread, "start", start)
+    done, failure = writer.finish()
+    monkeypatch.undo()
+    assert failure is None and done == [str(p) for p in paths] and len(started) > 2
+    assert all(p.read_bytes() == b"new %d" % i for i, p in enumerate(paths))
+    assert _open_descriptors() == before
+
+
 def _staged_by_workers(paths: list[Path], workers: int = 2) -> fsutil.BatchWriter:
     """A batch whose temp files are created by forked workers (as rekey/rotate do), recorded here."""
     writer = fsutil.BatchWriter()
