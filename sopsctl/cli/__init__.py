@@ -1,5 +1,6 @@
 """The `sopsctl` command: the typer app and the single error boundary that maps exceptions to exit codes."""
 
+import contextlib
 import sys
 
 import typer
@@ -33,7 +34,8 @@ from . import verify as _verify  # noqa: E402,F401
 
 
 def _error(line: str) -> None:
-    sys.stderr.write(f"sopsctl: {line}\n")
+    with contextlib.suppress(OSError, ValueError):  # stderr itself gone: the exit code still tells
+        sys.stderr.write(f"sopsctl: {line}\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
         code = 130
     except BrokenPipeError:
         code = ExitCode.OK
+    except OSError as exc:  # the system refused what no check foresaw (e.g. help text to a full disk)
+        if debug:
+            raise
+        _error(f"error: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
+        code = ExitCode.FAILED
     except Exception as exc:  # the bug boundary: anything unexpected is exit 4, never a traceback
         if debug:
             raise
@@ -85,18 +92,51 @@ def exit_now(code: int) -> None:
 
     Freeing every object of every imported module one by one (typer, pydantic, yaml…) takes about
     50 ms, 5% of rotating 1,000 files and a third of `--help`, and gives nothing back: every file
-    is written and synced, every descriptor the kernel closes. Exit handlers (atexit) still run.
-    Under a tracer or profiler, or with a thread still running, the ordinary exit instead.
+    is written and synced, every descriptor the kernel closes. Exit handlers (atexit) still run,
+    and what they print is flushed too. With a tracer, profiler or monitoring tool attached
+    (coverage, cProfile: they write their results at teardown), or a thread still running, the
+    ordinary exit instead.
     """
     import atexit
-    import contextlib
     import os
     import threading
 
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):  # a closed pipe (`sopsctl … | head`): nothing to add
-            stream.flush()
-    if sys.gettrace() is not None or sys.getprofile() is not None or threading.active_count() > 1:
+    code = _flushed(code)
+    if _observed() or threading.active_count() > 1:
         sys.exit(code)
     atexit._run_exitfuncs()
-    os._exit(code)
+    os._exit(_flushed(code))
+
+
+def _flushed(code: int) -> int:
+    """`code` once stdout and stderr are flushed; 3 (and one line) if stdout cannot take what is
+    buffered (a full disk). A reader that left (a closed pipe) read what it wanted: `code` stands."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _discard_stdout()
+    except (OSError, ValueError) as exc:
+        _discard_stdout()
+        _error(f"error: cannot write the output: {getattr(exc, 'strerror', None) or exc}")
+        code = code or ExitCode.FAILED
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.flush()
+    return code
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so nothing tries to write what is left in its buffer again."""
+    import os
+
+    with contextlib.suppress(OSError, ValueError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+
+
+def _observed() -> bool:
+    """Whether a tracer, profiler or (3.12+) sys.monitoring tool is attached to this process."""
+    if sys.gettrace() is not None or sys.getprofile() is not None:
+        return True
+    monitoring = getattr(sys, "monitoring", None)  # cProfile and coverage use it from Python 3.12 on
+    return monitoring is not None and any(monitoring.get_tool(tool) is not None for tool in range(6))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -25,9 +26,13 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+# Output buffered as on a user's machine (some CI machines set PYTHONUNBUFFERED, which hides lost output).
+ENV = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
+
+
 def _run(*args: str, before_run: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", SCRIPT.format(before_run=before_run), *args],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, env=ENV)
 
 
 @pytest.mark.parametrize(("args", "code"), [(["schema"], 0), (["no-such-command"], 2),
@@ -57,7 +62,7 @@ def test_a_closed_pipe_is_no_error() -> None:
     """`sopsctl schema | head -1`: the reader left; nothing is printed about it and the exit code is 0."""
     command = f"{sys.executable} -c '{SCRIPT.format(before_run='')}' schema | head -c 10 > /dev/null; " \
               "echo ${PIPESTATUS[0]} >&2"
-    result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60, env=ENV)
     assert result.stderr.strip().splitlines()[-1] == "0", result.stderr
     assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
 
@@ -67,7 +72,43 @@ def test_output_that_cannot_be_written_is_one_line_and_exit_3() -> None:
     """`sopsctl schema > report` on a full disk: not a bug report, not a silent success."""
     with open("/dev/full", "w") as full:
         result = subprocess.run([sys.executable, "-c", SCRIPT.format(before_run=""), "schema"], stdout=full,
-                                stderr=subprocess.PIPE, text=True, timeout=60)
+                                stderr=subprocess.PIPE, text=True, timeout=60, env=ENV)
     assert result.returncode == 3
     assert result.stderr.splitlines()[0] == "sopsctl: error: cannot write the output: No space left on device"
     assert "Traceback" not in result.stderr and "bug" not in result.stderr
+
+
+def test_what_an_exit_handler_prints_is_flushed_too(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    target = tmp_path / "out.txt"
+    with open(target, "w") as stdout:
+        subprocess.run([sys.executable, "-c", SCRIPT.format(
+            before_run="atexit.register(lambda: print('written by an exit handler'))"), "schema"],
+            stdout=stdout, stderr=subprocess.PIPE, timeout=60, check=True, env=ENV)
+    assert target.read_text().rstrip().splitlines()[-1] == "written by an exit handler"
+
+
+def test_a_monitoring_tool_keeps_the_ordinary_exit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From Python 3.12, cProfile and coverage attach through sys.monitoring, not a trace function."""
+    from sopsctl import cli
+
+    class Monitoring:
+        @staticmethod
+        def get_tool(tool: int) -> str | None:
+            return "cProfile" if tool == 2 else None
+
+    assert not cli._observed()
+    monkeypatch.setattr(sys, "monitoring", Monitoring, raising=False)
+    assert cli._observed()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full here")
+@pytest.mark.parametrize(("args", "stream"), [(["--help"], "stdout"), (["lint", "--root", "/nonexistent"], "stderr")])
+def test_a_full_disk_under_help_or_errors_is_exit_3_not_a_bug(args: list[str], stream: str) -> None:
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, "-c", SCRIPT.format(before_run=""), *args],
+                                capture_output=False, timeout=60, text=True, env=ENV,
+                                stdout=full if stream == "stdout" else subprocess.PIPE,
+                                stderr=full if stream == "stderr" else subprocess.PIPE)
+    assert result.returncode == 3
+    if stream == "stdout":
+        assert "bug" not in result.stderr and "No space left on device" in result.stderr
