@@ -75,6 +75,9 @@ def fork_map(function: Callable[[Item], Result], items: Sequence[Item], *, worke
         os.close(queue_w)
     pool = _Pool(function, items, chunk, queue_r)
     try:
+        # The caller does one chunk before anyone forks: whatever the work loads on first use (lazy
+        # imports, caches: 15-20 ms before a first rotation) the workers then inherit, not load again.
+        yield from pool.run_first_chunk()
         for _ in range(processes - 1):
             pool.start_worker()
         yield from pool.run()
@@ -132,14 +135,21 @@ class _Pool:
             message = pickle.dumps((index, self.function(self.items[index])), pickle.HIGHEST_PROTOCOL)
             write_all(results, len(message).to_bytes(4, "little") + message)
 
-    def _taken(self) -> Iterator[int]:
-        """The indexes of each chunk this process takes from the shared queue (4-byte reads are atomic)."""
-        while True:
+    def _taken(self, chunks: int | None = None) -> Iterator[int]:
+        """The indexes of each chunk this process takes from the shared queue (4-byte reads are atomic),
+        until it is empty or `chunks` were taken."""
+        while chunks is None or chunks > 0:
             head = os.read(self.queue, 4)
             if len(head) < 4:
                 return
             start = int.from_bytes(head, "little")
             yield from range(start, min(start + self.chunk, len(self.items)))
+            chunks = None if chunks is None else chunks - 1
+
+    def run_first_chunk(self) -> Iterator[tuple[int, Result]]:
+        for index in self._taken(chunks=1):
+            self.received.add(index)
+            yield index, self.function(self.items[index])
 
     def run(self) -> Iterator[tuple[int, Result]]:
         for index in self._taken():  # the caller works too, and collects between its own items

@@ -53,6 +53,27 @@ def test_the_work_is_shared_between_processes_and_the_caller_takes_part() -> Non
     assert _children() <= before  # the worker is reaped
 
 
+_loaded: list[int] = []  # what a first use loads (a lazy import, a cache), here a pid
+
+
+def _loads_on_first_use(item: int) -> tuple[int, bool]:
+    """(this process, whether what the work loads on first use was already there)."""
+    ready = bool(_loaded)
+    if not ready:
+        _loaded.append(os.getpid())
+    return os.getpid(), ready
+
+
+def test_workers_inherit_what_the_first_items_loaded() -> None:
+    """The caller does a first chunk before it forks: a worker never loads again what the caller did."""
+    _loaded.clear()
+    results = dict(fork_map(_loads_on_first_use, list(range(400)), workers=2))
+    assert _loaded == [os.getpid()]
+    assert results[0] == (os.getpid(), False)  # the very first item, in the caller, loaded it
+    worker_items = [ready for pid, ready in results.values() if pid != os.getpid()]
+    assert worker_items and all(worker_items)  # every worker found it loaded
+
+
 def test_short_batches_and_one_process_stay_in_the_caller() -> None:
     assert {pid for _, (_, pid) in fork_map(_busy, list(range(workers.FORK_MINIMUM - 1)), workers=2)} \
         == {os.getpid()}
