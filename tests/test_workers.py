@@ -61,6 +61,7 @@ def _loads_on_first_use(item: int) -> tuple[int, bool]:
     ready = bool(_loaded)
     if not ready:
         _loaded.append(os.getpid())
+    time.sleep(0.001)  # long enough that the worker gets a share
     return os.getpid(), ready
 
 
