@@ -1,4 +1,4 @@
-"""Wrap a data key (or share) for one age recipient the way sops stores it in `enc`, and unwrap it (pyrage)."""
+"""Wrap a data key (or share) for one age recipient the way sops stores it in `enc` (pyrage), and unwrap it."""
 
 from __future__ import annotations
 
@@ -155,7 +155,8 @@ def unwrap(enc: str, identities: Any) -> bytes | None:
     """The payload of an `enc` value, or None when none of the identities opens it.
 
     ArmorError for a malformed armor, UnwrapError when an identity matches but the file is
-    corrupt. `identities` is an IdentitySet or a sequence of pyrage identities.
+    corrupt. `identities` is an IdentitySet or a sequence of pyrage identities. An entry for an
+    X25519 identity opens natively (agex25519) when that gives age's answer; pyrage decides the rest.
     """
     binary = dearmor(enc)
     candidates = _pyrage_identities(identities)
