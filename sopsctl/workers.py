@@ -147,6 +147,7 @@ class _Pool:
             chunks = None if chunks is None else chunks - 1
 
     def run_first_chunk(self) -> Iterator[tuple[int, Result]]:
+        """The caller's first chunk, done before any worker exists (see fork_map)."""
         for index in self._taken(chunks=1):
             self.received.add(index)
             yield index, self.function(self.items[index])
