@@ -96,6 +96,10 @@ def test_a_monitoring_tool_keeps_the_ordinary_exit(monkeypatch: pytest.MonkeyPat
         def get_tool(tool: int) -> str | None:
             return "cProfile" if tool == 2 else None
 
+    monkeypatch.setattr(sys, "gettrace", lambda: None)  # as without coverage, whatever runs this test
+    monkeypatch.setattr(sys, "getprofile", lambda: None)
+    monkeypatch.setattr(sys, "monitoring", type("Idle", (), {"get_tool": staticmethod(lambda tool: None)}),
+                        raising=False)
     assert not cli._observed()
     monkeypatch.setattr(sys, "monitoring", Monitoring, raising=False)
     assert cli._observed()
